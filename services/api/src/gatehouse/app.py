@@ -1,0 +1,158 @@
+"""The FastAPI application: routes and their declared limits. The edge is in ``edge``."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from slowapi import Limiter
+
+from .metrics import Metrics
+from .ratelimit.failover import FailoverStore
+from .ratelimit.keys import request_key
+from .settings import Settings
+
+MAX_ITEMS = 1000  # a demo store: bounded, so no client can grow the process
+
+
+class ItemIn(BaseModel):
+    name: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(default=1, ge=0, le=1_000_000)
+
+
+class Item(ItemIn):
+    id: int
+
+
+def create_limiter(settings: Settings) -> Limiter:
+    # slowapi is how routes declare their limits. Its own check is synchronous Redis
+    # I/O inside the event loop, so it stays disabled; the edge enforces what is
+    # declared here (``gatehouse.ratelimit``).
+    return Limiter(
+        key_func=request_key,
+        default_limits=[settings.rate_limit_default],
+        enabled=False,
+    )
+
+
+def create_app(settings: Settings, store: FailoverStore, metrics: Metrics) -> tuple[FastAPI, Limiter]:
+    limiter = create_limiter(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if store.primary is not None:
+            await store.primary.close()
+
+    app = FastAPI(
+        title="Gatehouse API",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
+    )
+    app.state.limiter = limiter
+    items: dict[int, Item] = {}
+    next_id = itertools.count(1)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs nothing here and re-raises after sending; the request
+        # context middleware logs the exception with the request id.
+        return JSONResponse(
+            {"type": "about:blank", "title": "Internal Server Error", "status": 500},
+            status_code=500,
+            media_type="application/problem+json",
+        )
+
+    @app.get("/healthz")
+    @limiter.exempt
+    async def healthz(request: Request) -> dict[str, str]:
+        """Liveness: the process answers. Touches nothing else, Redis least of all."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    @limiter.exempt
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness, with the rate-limit storage's state.
+
+        Mode ``open`` serves through a Redis outage, so the pod stays ready; mode
+        ``closed`` refuses limited requests then, so it reports not ready.
+        """
+        if store.primary is None:
+            return JSONResponse({"status": "ready", "redis": "disabled", "rate_limit": "memory"})
+        redis_ok = await store.primary.ping()
+        ready = redis_ok or store.mode == "open"
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "redis": "ok" if redis_ok else "unavailable",
+            "rate_limit": "shared" if store.shared else "fallback",
+            "failure_mode": store.mode,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    @limiter.exempt
+    async def prometheus_metrics(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/whoami")
+    async def whoami(request: Request) -> dict[str, Any]:
+        """The client as this service sees it, after proxy trust was applied."""
+        client = request.scope.get("client")
+        return {
+            "client_ip": client[0] if client else None,
+            "scheme": request.url.scheme,
+            "host": request.headers.get("host"),
+            "request_id": request.scope.get("state", {}).get("request_id"),
+        }
+
+    @app.get("/search")
+    @limiter.limit(settings.rate_limit_search)
+    async def search(
+        request: Request, q: Annotated[str, Query(min_length=1, max_length=200)]
+    ) -> dict[str, Any]:
+        matches = [item for item in items.values() if q.lower() in item.name.lower()]
+        return {"query": q, "results": [item.model_dump() for item in matches[:20]]}
+
+    @app.post("/items", status_code=201)
+    async def create_item(request: Request, item: ItemIn) -> Item:
+        if len(items) >= MAX_ITEMS:
+            del items[next(iter(items))]  # the oldest goes; a demo store stays bounded
+        created = Item(id=next(next_id), **item.model_dump())
+        items[created.id] = created
+        return created
+
+    @app.get("/items/{item_id}")
+    async def read_item(request: Request, item_id: int) -> Item:
+        if item_id not in items:
+            raise HTTPException(status_code=404, detail="no such item")
+        return items[item_id]
+
+    @app.put("/items/{item_id}")
+    async def replace_item(request: Request, item_id: int, item: ItemIn) -> Item:
+        if item_id not in items:
+            raise HTTPException(status_code=404, detail="no such item")
+        items[item_id] = Item(id=item_id, **item.model_dump())
+        return items[item_id]
+
+    @app.delete("/items/{item_id}", status_code=204)
+    async def delete_item(request: Request, item_id: int) -> Response:
+        if items.pop(item_id, None) is None:
+            raise HTTPException(status_code=404, detail="no such item")
+        return Response(status_code=204)
+
+    if settings.test_routes_enabled:
+
+        @app.get("/test/error")
+        async def failing_route(request: Request) -> None:
+            raise RuntimeError("deliberate failure for tests (APP_TEST_ROUTES_ENABLED)")
+
+    return app, limiter

@@ -1,0 +1,134 @@
+"""The request's path through Gatehouse, in one place.
+
+    uvicorn --proxy-headers      client IP and scheme from X-Forwarded-* of trusted peers only
+    SecurityHeadersMiddleware    security headers on every response, errors included
+    RequestContextMiddleware     X-Request-ID, access log, metrics, last-resort 500
+    CORSMiddleware               the namespace's allowlist; preflights answered here
+    TrustedHostMiddleware        Host allowlist; probe paths exempt
+    HTTPSRedirectMiddleware      optional; probe paths exempt
+    RateLimitMiddleware          slowapi's declarations, counted in the shared Redis
+    FastAPI app                  routing, validation, the routes
+
+Outer layers wrap everything that can answer, so a 400 from the host check, a 429,
+a preflight and a 500 all carry the security headers and, for an allowed origin,
+the CORS headers: a browser then reads the real status instead of a CORS error.
+The FastAPI app's own 500 handler sits inside all of them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from slowapi import Limiter
+from starlette.types import ASGIApp, Scope
+
+from .metrics import Metrics
+from .middleware.cors import CORSMiddleware
+from .middleware.https_redirect import HTTPSRedirectMiddleware
+from .middleware.request_context import RequestContextMiddleware, route_template
+from .middleware.security_headers import SecurityHeadersMiddleware
+from .middleware.trusted_hosts import TrustedHostMiddleware
+from .ratelimit.failover import FailoverStore
+from .ratelimit.keys import request_key
+from .ratelimit.middleware import RATE_LIMIT_HEADERS, RateLimitMiddleware
+from .ratelimit.policy import build_route_table
+from .settings import Settings
+
+# The kubelet probes and Prometheus scrapes by pod IP: no Host allowlist can name it,
+# and neither follows a redirect to https.
+INFRASTRUCTURE_PATHS = ("/healthz", "/readyz", "/metrics")
+DOCS_PATHS = ("/docs", "/redoc", "/docs/oauth2-redirect")
+EXPOSED_HEADERS = (*RATE_LIMIT_HEADERS, "X-Request-ID")
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def build_edge(
+    app: FastAPI,
+    limiter: Limiter,
+    settings: Settings,
+    store: FailoverStore,
+    metrics: Metrics,
+) -> tuple[ASGIApp, CORSMiddleware]:
+    """Wrap ``app`` in the edge, innermost first. Returns the edge and its CORS layer."""
+    table = build_route_table(app.routes, limiter, settings.rate_limit_default, request_key)
+    edge: ASGIApp = RateLimitMiddleware(
+        app, table, store, on_decision=_decision_counter(metrics)
+    )
+    if settings.https_redirect:
+        edge = HTTPSRedirectMiddleware(edge, exempt_paths=INFRASTRUCTURE_PATHS)
+    if "*" not in settings.trusted_hosts:
+        edge = TrustedHostMiddleware(
+            edge, allowed_hosts=settings.trusted_hosts, exempt_paths=INFRASTRUCTURE_PATHS
+        )
+    cors = CORSMiddleware(
+        edge,
+        allow_origins=settings.allowed_origins,
+        allow_methods=settings.cors_allow_methods,
+        allow_headers=settings.cors_allow_headers,
+        allow_credentials=settings.allow_credentials,
+        expose_headers=EXPOSED_HEADERS,
+        max_age=settings.cors_max_age,
+        on_refused=metrics.cors_rejections.inc,
+    )
+    edge = RequestContextMiddleware(
+        cors,
+        observer=_request_observer(metrics, settings.access_log),
+        logger=logging.getLogger("gatehouse.access"),
+    )
+    edge = SecurityHeadersMiddleware(
+        edge,
+        referrer_policy=settings.referrer_policy,
+        hsts_max_age=settings.hsts_max_age,
+        docs_paths=DOCS_PATHS if settings.docs_enabled else (),
+    )
+    return edge, cors
+
+
+def _decision_counter(metrics: Metrics) -> object:
+    children: dict[tuple[str, str], object] = {}
+
+    def count(route: str, decision: str) -> None:
+        child = children.get((route, decision))
+        if child is None:
+            child = children[(route, decision)] = metrics.ratelimit_decisions.labels(route, decision)
+        child.inc()  # type: ignore[attr-defined]
+
+    return count
+
+
+def _request_observer(metrics: Metrics, access_log: bool) -> object:
+    logger = logging.getLogger("gatehouse.access")
+    counters: dict[tuple[str, str, int], object] = {}
+    timers: dict[str, object] = {}
+
+    def observe(scope: Scope, status: int, duration: float, request_id: str) -> None:
+        route = route_template(scope)
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
+        counter = counters.get((route, method, status))
+        if counter is None:
+            counter = counters[(route, method, status)] = metrics.requests.labels(
+                route, method, str(status)
+            )
+        counter.inc()  # type: ignore[attr-defined]
+        timer = timers.get(route)
+        if timer is None:
+            timer = timers[route] = metrics.request_duration.labels(route)
+        timer.observe(duration)  # type: ignore[attr-defined]
+        if access_log:
+            client = scope.get("client")
+            logger.info(
+                "request",
+                extra={
+                    "fields": {
+                        "client_ip": client[0] if client else None,
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 3),
+                        "request_id": request_id,
+                    }
+                },
+            )
+
+    return observe

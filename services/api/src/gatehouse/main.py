@@ -1,0 +1,58 @@
+"""``gatehouse.main:app``: the ASGI application uvicorn serves.
+
+Settings are read once, here, at import; a bad value stops the process with one line
+naming the variable (exit status 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from starlette.types import ASGIApp
+
+from .app import create_app
+from .edge import build_edge
+from .logs import configure_logging
+from .metrics import Metrics
+from .ratelimit.failover import FailoverStore
+from .ratelimit.storage import RedisWindowStore
+from .settings import ConfigError, Settings, load_settings
+
+
+def build(settings: Settings) -> ASGIApp:
+    """The whole service for ``settings``: the FastAPI app wrapped in the edge."""
+    metrics = Metrics()
+    primary = None
+    if settings.redis_url:
+        primary = RedisWindowStore.from_url(
+            settings.redis_url,
+            password=settings.redis_password,
+            timeout=settings.redis_timeout,
+            observe_latency=metrics.redis_latency.observe,
+        )
+    store = FailoverStore(
+        primary,
+        mode=settings.rate_limit_failure_mode,
+        replicas=settings.replicas,
+        retry_interval=settings.redis_retry_interval,
+        logger=logging.getLogger("gatehouse.ratelimit"),
+        on_error=metrics.ratelimit_storage_errors.inc,
+        on_fallback=lambda active: metrics.ratelimit_fallback.set(1 if active else 0),
+    )
+    app, limiter = create_app(settings, store, metrics)
+    edge, _cors = build_edge(app, limiter, settings, store, metrics)
+    return edge
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as error:
+        print(f"gatehouse: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+settings = settings_or_exit()
+configure_logging(settings.log_level)
+app = build(settings)

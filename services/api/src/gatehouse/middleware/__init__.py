@@ -1,0 +1,1 @@
+"""One pure ASGI middleware per edge concern; ``gatehouse.edge`` composes them."""

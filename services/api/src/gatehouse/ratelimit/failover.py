@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+from .policy import Window
+from .storage import MemoryWindowStore, RedisWindowStore, StorageError, Verdict
+
+FailureMode = Literal["open", "closed"]
+
+
+class LimitUnavailable(Exception):
+    """Mode ``closed`` and Redis is down: the request must be refused (503)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("rate-limit storage unavailable")
+        self.retry_after = retry_after
+
+
+class FailoverStore:
+    """The shared Redis while it answers; a declared behaviour while it does not.
+
+    - ``open``: each replica counts on its own with the limit divided by the replica
+      count, so the deployment as a whole stays near the limit.
+    - ``closed``: every limited request is refused with 503 and ``Retry-After``.
+
+    After a failure, Redis is not asked again for ``retry_interval`` seconds (no
+    request waits on a dead server's timeout meanwhile); then one request tries it,
+    and on success everything is back on the shared count.
+    """
+
+    def __init__(
+        self,
+        primary: RedisWindowStore | None,
+        mode: FailureMode,
+        replicas: int,
+        retry_interval: float,
+        logger: logging.Logger,
+        on_error: Callable[[], None] = lambda: None,
+        on_fallback: Callable[[bool], None] = lambda active: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.primary = primary
+        self.fallback = MemoryWindowStore()
+        self.mode = mode
+        self.replicas = replicas
+        self.retry_interval = retry_interval
+        self.logger = logger
+        self.on_error = on_error
+        self.on_fallback = on_fallback
+        self.clock = clock
+        self.down_since: float | None = None
+        self.next_attempt = 0.0
+        self.probing = False
+
+    @property
+    def shared(self) -> bool:
+        """True while checks go to the shared Redis."""
+        return self.primary is not None and self.down_since is None
+
+    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+        if self.primary is None:
+            return self.fallback.hit_now(keys, windows, cost)
+        if self.down_since is None:
+            try:
+                return await self.primary.hit(keys, windows, cost)
+            except StorageError as error:
+                self._mark_down(error)
+        elif not self.probing and self.clock() >= self.next_attempt:
+            self.probing = True
+            try:
+                verdict = await self.primary.hit(keys, windows, cost)
+            except StorageError as error:
+                self._mark_down(error)
+            else:
+                self._mark_up()
+                return verdict
+            finally:
+                self.probing = False
+        if self.mode == "closed":
+            raise LimitUnavailable(retry_after=max(1, round(self.retry_interval + 0.499)))
+        shares = [window.divided(self.replicas) for window in windows]
+        return self.fallback.hit_now(keys, shares, cost)
+
+    def _mark_down(self, error: StorageError) -> None:
+        self.on_error()
+        now = self.clock()
+        self.next_attempt = now + self.retry_interval
+        if self.down_since is None:
+            self.down_since = now
+            self.on_fallback(True)
+            self.logger.error(
+                "rate-limit storage unavailable, mode %s: %s", self.mode, error
+            )
+
+    def _mark_up(self) -> None:
+        if self.down_since is not None:
+            self.logger.warning(
+                "rate-limit storage back after %.1f s", self.clock() - self.down_since
+            )
+        self.down_since = None
+        self.on_fallback(False)

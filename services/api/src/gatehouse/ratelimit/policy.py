@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from limits import parse_many
+from starlette.requests import Request
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
+
+RequestKeyFunc = Callable[[Request], str]
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A fixed window: at most ``amount`` hits per ``seconds``, aligned to the clock."""
+
+    amount: int
+    seconds: int
+
+    @property
+    def milliseconds(self) -> int:
+        return self.seconds * 1000
+
+    def divided(self, replicas: int) -> Window:
+        """This window's share for one of ``replicas`` pods counting on their own."""
+        return Window(max(1, self.amount // replicas), self.seconds)
+
+
+def parse_windows(rate: str) -> tuple[Window, ...]:
+    """``"10/second;100/minute"`` -> one Window per item, via the limits parser."""
+    return tuple(Window(item.amount, int(item.get_expiry())) for item in parse_many(rate))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    """The limit that applies to one route template."""
+
+    name: str  # the policy's name in the RateLimit headers and in Redis keys
+    route: str  # the route template, for metrics
+    windows: tuple[Window, ...]
+    cost: int = 1
+    methods: frozenset[str] | None = None  # None: every method the route answers
+    per_method: bool = False
+    key_func: RequestKeyFunc | None = None  # None: the stack's client key
+    policy_header: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        items = [
+            f'"{self._item_name(window)}";q={window.amount};w={window.seconds}'
+            for window in self.windows
+        ]
+        object.__setattr__(self, "policy_header", ", ".join(items).encode("latin-1"))
+
+    def _item_name(self, window: Window) -> str:
+        return self.name if len(self.windows) == 1 else f"{self.name}-{window.seconds}s"
+
+    def item_name(self, index: int) -> str:
+        return self._item_name(self.windows[index])
+
+
+class RouteTable:
+    """Finds the policy of a request before routing, by the same patterns the router uses.
+
+    Static paths are one dict lookup; templated paths are tried in declaration order.
+    A path no route matches gets ``unmatched`` (the default limit), so scanning for
+    URLs that do not exist is limited too. A known path with a method it does not
+    answer is not counted: the router answers 405 without doing any work.
+    """
+
+    def __init__(
+        self,
+        entries: Iterable[tuple[Route, RoutePolicy | None]],
+        unmatched: RoutePolicy | None,
+    ) -> None:
+        self.static: dict[str, tuple[frozenset[str], RoutePolicy | None]] = {}
+        self.templated: list[tuple[re.Pattern[str], frozenset[str], RoutePolicy | None]] = []
+        for route, policy in entries:
+            methods = frozenset(route.methods or ())
+            if route.param_convertors:
+                self.templated.append((route.path_regex, methods, policy))
+            else:
+                self.static.setdefault(route.path, (methods, policy))
+        self.unmatched = unmatched
+
+    def match(self, scope: Scope) -> RoutePolicy | None:
+        path: str = scope["path"]
+        found = self.static.get(path)
+        if found is None:
+            for pattern, methods, policy in self.templated:
+                if pattern.match(path):
+                    found = (methods, policy)
+                    break
+            else:
+                return self.unmatched
+        methods, policy = found
+        if policy is None or scope["method"] not in methods:
+            return None
+        if policy.methods is not None and scope["method"] not in policy.methods:
+            return None
+        return policy
+
+
+def build_route_table(
+    routes: Iterable[BaseRoute],
+    limiter: Any,
+    default_rate: str,
+    default_key_func: RequestKeyFunc,
+) -> RouteTable:
+    """Read slowapi's declarations (``@limiter.limit``, ``@limiter.exempt``) per route.
+
+    slowapi keeps them by endpoint name (``module.function``); routes without a
+    declaration get ``default_rate``, as slowapi's ``default_limits`` would.
+    """
+    if limiter._dynamic_route_limits:
+        names = ", ".join(sorted(limiter._dynamic_route_limits))
+        raise ValueError(f"limits given as callables are not supported: {names}")
+    default_windows = parse_windows(default_rate)
+    entries: list[tuple[Route, RoutePolicy | None]] = []
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        endpoint = route.endpoint
+        qualified = f"{endpoint.__module__}.{endpoint.__name__}"
+        template = route.path
+        if qualified in limiter._exempt_routes:
+            entries.append((route, None))
+            continue
+        declared = limiter._route_limits.get(qualified)
+        if not declared:
+            entries.append((route, RoutePolicy("default", template, default_windows)))
+            continue
+        first = declared[0]
+        if any(limit.cost != first.cost or limit.key_func is not first.key_func for limit in declared):
+            raise ValueError(f"{qualified}: all limits of a route must share cost and key")
+        if not isinstance(first.cost, int):
+            raise ValueError(f"{qualified}: a callable cost is not supported")
+        key_func = None if first.key_func is default_key_func else first.key_func
+        entries.append(
+            (
+                route,
+                RoutePolicy(
+                    name=endpoint.__name__,
+                    route=template,
+                    windows=tuple(
+                        Window(limit.limit.amount, int(limit.limit.get_expiry()))
+                        for limit in declared
+                    ),
+                    cost=first.cost,
+                    methods=frozenset(m.upper() for m in first.methods) if first.methods else None,
+                    per_method=first.per_method,
+                    key_func=key_func,
+                ),
+            )
+        )
+    unmatched = RoutePolicy("default", "<unmatched>", default_windows)
+    return RouteTable(entries, unmatched)

@@ -1,0 +1,173 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from limits.storage import storage_from_string
+from redis.exceptions import RedisError
+
+from .policy import Window
+
+# One call checks every window of a limit, all or nothing, and reports each window's
+# count and time to reset, so the response headers need no second round trip.
+# The windows are fixed and aligned to Redis's clock (TIME), so replicas with skewed
+# clocks still share one window; a key expires when its window ends.
+# KEYS: one per window. ARGV: cost, then (amount, window in ms) per window.
+# Returns: {allowed (1/0), count_1, reset_ms_1, count_2, reset_ms_2, ...}
+CHECK_SCRIPT = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local cost = tonumber(ARGV[1])
+local counts = {}
+local allowed = 1
+for i = 1, #KEYS do
+  counts[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if counts[i] + cost > tonumber(ARGV[2 * i]) then allowed = 0 end
+end
+local reply = {allowed}
+for i = 1, #KEYS do
+  local window_ms = tonumber(ARGV[2 * i + 1])
+  local reset_ms = -1
+  if allowed == 1 then
+    counts[i] = redis.call('INCRBY', KEYS[i], cost)
+    if counts[i] == cost then
+      reset_ms = window_ms - (now_ms % window_ms)
+      redis.call('PEXPIRE', KEYS[i], reset_ms)
+    end
+  end
+  if reset_ms < 0 then
+    reset_ms = redis.call('PTTL', KEYS[i])
+    if reset_ms < 0 then reset_ms = window_ms - (now_ms % window_ms) end
+  end
+  reply[2 * i] = counts[i]
+  reply[2 * i + 1] = reset_ms
+end
+return reply
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one check: allowed or not, and per window (count, ms to reset)."""
+
+    allowed: bool
+    counts: tuple[int, ...]
+    resets_ms: tuple[int, ...]
+
+
+class StorageError(Exception):
+    """The shared counter could not be reached or did not answer in time."""
+
+
+class WindowStore(Protocol):
+    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict: ...
+
+
+class RedisWindowStore:
+    """Counters in the shared Redis (or Valkey): one EVALSHA per check.
+
+    The connection (plain, TLS, Sentinel or Cluster, from the URL) is made by the
+    ``limits`` library's storage; this class only runs Gatehouse's script on it.
+    """
+
+    def __init__(self, client: Any, timeout: float, observe_latency: Any = None) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.script = client.register_script(CHECK_SCRIPT)
+        self.observe_latency = observe_latency
+
+    @classmethod
+    def from_url(cls, url: str, password: str | None, timeout: float, **kwargs: Any) -> RedisWindowStore:
+        options: dict[str, Any] = {
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            # Fail fast: the failure mode decides what to do; retries would only
+            # multiply the time a request waits on a dead Redis.
+            "retry_on_timeout": False,
+            "retry": None,
+            "health_check_interval": 0,
+        }
+        if password:
+            options["password"] = password
+        storage = storage_from_string(f"async+{url}", implementation="redispy", **options)
+        return cls(storage.bridge.get_connection(), timeout, **kwargs)
+
+    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+        args: list[int] = [cost]
+        for window in windows:
+            args.append(window.amount)
+            args.append(window.milliseconds)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await self.script(keys=list(keys), args=args)
+        except (RedisError, OSError, TimeoutError) as error:
+            raise StorageError(f"{type(error).__name__}: {error}") from error
+        if self.observe_latency is not None:
+            self.observe_latency(time.perf_counter() - started)
+        return Verdict(
+            allowed=reply[0] == 1,
+            counts=tuple(int(value) for value in reply[1::2]),
+            resets_ms=tuple(int(value) for value in reply[2::2]),
+        )
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class MemoryWindowStore:
+    """The same windows and semantics as the script, in this process only.
+
+    Used when no Redis is configured (one replica, development) and as the fallback
+    while Redis is down. Nothing here awaits, so a check is atomic on the event loop.
+    """
+
+    SWEEP_EVERY = 10_000  # new keys between sweeps of expired ones
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self.clock = clock
+        self.counters: dict[str, tuple[int, int]] = {}  # key -> (count, window end in ms)
+        self.new_keys = 0
+
+    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+        return self.hit_now(keys, windows, cost)
+
+    def hit_now(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+        now_ms = int(self.clock() * 1000)
+        current: list[tuple[int, int]] = []
+        allowed = True
+        for key, window in zip(keys, windows, strict=True):
+            count, ends_ms = self.counters.get(key, (0, 0))
+            if ends_ms <= now_ms:
+                count, ends_ms = 0, now_ms - (now_ms % window.milliseconds) + window.milliseconds
+            current.append((count, ends_ms))
+            if count + cost > window.amount:
+                allowed = False
+        if allowed:
+            for index, key in enumerate(keys):
+                count, ends_ms = current[index]
+                if key not in self.counters:
+                    self._note_new_key(now_ms)
+                current[index] = (count + cost, ends_ms)
+                self.counters[key] = current[index]
+        return Verdict(
+            allowed=allowed,
+            counts=tuple(count for count, _ in current),
+            resets_ms=tuple(ends_ms - now_ms for _, ends_ms in current),
+        )
+
+    def _note_new_key(self, now_ms: int) -> None:
+        self.new_keys += 1
+        if self.new_keys >= self.SWEEP_EVERY:
+            self.new_keys = 0
+            self.counters = {k: v for k, v in self.counters.items() if v[1] > now_ms}
