@@ -41,7 +41,9 @@ def create_limiter(settings: Settings) -> Limiter:
     )
 
 
-def create_app(settings: Settings, store: FailoverStore, metrics: Metrics) -> tuple[FastAPI, Limiter]:
+def create_app(
+    settings: Settings, store: FailoverStore, metrics: Metrics
+) -> tuple[FastAPI, Limiter]:
     limiter = create_limiter(settings)
 
     @asynccontextmanager

@@ -20,18 +20,23 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from prometheus_client import Counter, Histogram
 from slowapi import Limiter
 from starlette.types import ASGIApp, Scope
 
 from .metrics import Metrics
 from .middleware.cors import CORSMiddleware
 from .middleware.https_redirect import HTTPSRedirectMiddleware
-from .middleware.request_context import RequestContextMiddleware, route_template
+from .middleware.request_context import (
+    RequestContextMiddleware,
+    RequestObserver,
+    route_template,
+)
 from .middleware.security_headers import SecurityHeadersMiddleware
 from .middleware.trusted_hosts import TrustedHostMiddleware
 from .ratelimit.failover import FailoverStore
 from .ratelimit.keys import request_key
-from .ratelimit.middleware import RATE_LIMIT_HEADERS, RateLimitMiddleware
+from .ratelimit.middleware import RATE_LIMIT_HEADERS, DecisionObserver, RateLimitMiddleware
 from .ratelimit.policy import build_route_table
 from .settings import Settings
 
@@ -52,9 +57,7 @@ def build_edge(
 ) -> tuple[ASGIApp, CORSMiddleware]:
     """Wrap ``app`` in the edge, innermost first. Returns the edge and its CORS layer."""
     table = build_route_table(app.routes, limiter, settings.rate_limit_default, request_key)
-    edge: ASGIApp = RateLimitMiddleware(
-        app, table, store, on_decision=_decision_counter(metrics)
-    )
+    edge: ASGIApp = RateLimitMiddleware(app, table, store, on_decision=_decision_counter(metrics))
     if settings.https_redirect:
         edge = HTTPSRedirectMiddleware(edge, exempt_paths=INFRASTRUCTURE_PATHS)
     if "*" not in settings.trusted_hosts:
@@ -85,22 +88,24 @@ def build_edge(
     return edge, cors
 
 
-def _decision_counter(metrics: Metrics) -> object:
-    children: dict[tuple[str, str], object] = {}
+def _decision_counter(metrics: Metrics) -> DecisionObserver:
+    children: dict[tuple[str, str], Counter] = {}
 
     def count(route: str, decision: str) -> None:
         child = children.get((route, decision))
         if child is None:
-            child = children[(route, decision)] = metrics.ratelimit_decisions.labels(route, decision)
-        child.inc()  # type: ignore[attr-defined]
+            child = children[(route, decision)] = metrics.ratelimit_decisions.labels(
+                route, decision
+            )
+        child.inc()
 
     return count
 
 
-def _request_observer(metrics: Metrics, access_log: bool) -> object:
+def _request_observer(metrics: Metrics, access_log: bool) -> RequestObserver:
     logger = logging.getLogger("gatehouse.access")
-    counters: dict[tuple[str, str, int], object] = {}
-    timers: dict[str, object] = {}
+    counters: dict[tuple[str, str, int], Counter] = {}
+    timers: dict[str, Histogram] = {}
 
     def observe(scope: Scope, status: int, duration: float, request_id: str) -> None:
         route = route_template(scope)
@@ -110,11 +115,11 @@ def _request_observer(metrics: Metrics, access_log: bool) -> object:
             counter = counters[(route, method, status)] = metrics.requests.labels(
                 route, method, str(status)
             )
-        counter.inc()  # type: ignore[attr-defined]
+        counter.inc()
         timer = timers.get(route)
         if timer is None:
             timer = timers[route] = metrics.request_duration.labels(route)
-        timer.observe(duration)  # type: ignore[attr-defined]
+        timer.observe(duration)
         if access_log:
             client = scope.get("client")
             logger.info(

@@ -46,7 +46,9 @@ def normalise_origin(raw: str) -> str:
     if raw == "*":
         return raw
     if raw.lower() == "null":
-        raise ValueError("'null' is not an allowable origin (sandboxed frames and file: pages send it)")
+        raise ValueError(
+            "'null' is not an allowable origin (sandboxed frames and file: pages send it)"
+        )
     if "://" not in raw:
         raise ValueError(f"origin {raw!r} has no scheme (write https://{raw})")
     parts = urlsplit(raw)
@@ -244,5 +246,4 @@ def load_proxy_settings() -> ProxySettings:
     try:
         return ProxySettings()
     except ValidationError as error:
-        line = _one_line(error, "")
-        raise ConfigError(line.replace("FORWARDED_ALLOW_IPS", "FORWARDED_ALLOW_IPS", 1)) from None
+        raise ConfigError(_one_line(error, "")) from None

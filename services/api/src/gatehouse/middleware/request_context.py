@@ -14,9 +14,7 @@ _REQUEST_ID_CHARACTERS = frozenset(
 )
 UNMATCHED_ROUTE = "<unmatched>"
 LIMITED_ROUTE_KEY = "gatehouse.limited_route"
-INTERNAL_ERROR_BODY = (
-    b'{"type":"about:blank","title":"Internal Server Error","status":500}'
-)
+INTERNAL_ERROR_BODY = b'{"type":"about:blank","title":"Internal Server Error","status":500}'
 
 # Called once per finished request: (scope, status, duration in seconds, request id).
 RequestObserver = Callable[[Scope, int, float, str], None]

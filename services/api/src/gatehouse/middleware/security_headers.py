@@ -29,7 +29,9 @@ PERMISSIONS_POLICY = (
 
 
 def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
 
 
 class SecurityHeadersMiddleware:
@@ -59,8 +61,12 @@ class SecurityHeadersMiddleware:
             "X-Permitted-Cross-Domain-Policies": "none",
             "Cache-Control": "no-store",
         }
-        self.api_headers = _encode({**common, "Content-Security-Policy": API_CONTENT_SECURITY_POLICY})
-        self.docs_headers = _encode({**common, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY})
+        self.api_headers = _encode(
+            {**common, "Content-Security-Policy": API_CONTENT_SECURITY_POLICY}
+        )
+        self.docs_headers = _encode(
+            {**common, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
+        )
         self.hsts_header = (
             b"strict-transport-security",
             f"max-age={hsts_max_age}; includeSubDomains".encode("latin-1"),
@@ -81,7 +87,9 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [pair for pair in message.get("headers", ()) if pair[0].lower() not in owned]
+                headers = [
+                    pair for pair in message.get("headers", ()) if pair[0].lower() not in owned
+                ]
                 headers.extend(extra)
                 message["headers"] = headers
             await send(message)

@@ -91,9 +91,7 @@ class FailoverStore:
         if self.down_since is None:
             self.down_since = now
             self.on_fallback(True)
-            self.logger.error(
-                "rate-limit storage unavailable, mode %s: %s", self.mode, error
-            )
+            self.logger.error("rate-limit storage unavailable, mode %s: %s", self.mode, error)
 
     def _mark_up(self) -> None:
         if self.down_since is not None:

@@ -85,12 +85,16 @@ class RateLimitMiddleware:
             )
             return
 
-        headers, retry_after = self._headers(policy, verdict.counts, verdict.resets_ms, verdict.allowed)
+        headers, retry_after = self._headers(
+            policy, verdict.counts, verdict.resets_ms, verdict.allowed
+        )
         if not verdict.allowed:
             self.on_decision(policy.route, "denied")
             detail = "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
             headers.append((b"retry-after", str(retry_after).encode()))
-            await self._refuse(send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers)
+            await self._refuse(
+                send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers
+            )
             return
 
         self.on_decision(policy.route, "allowed")

@@ -133,7 +133,9 @@ def build_route_table(
             entries.append((route, RoutePolicy("default", template, default_windows)))
             continue
         first = declared[0]
-        if any(limit.cost != first.cost or limit.key_func is not first.key_func for limit in declared):
+        if any(
+            limit.cost != first.cost or limit.key_func is not first.key_func for limit in declared
+        ):
             raise ValueError(f"{qualified}: all limits of a route must share cost and key")
         if not isinstance(first.cost, int):
             raise ValueError(f"{qualified}: a callable cost is not supported")

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from limits.aio.storage import RedisStorage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
@@ -80,7 +82,9 @@ class RedisWindowStore:
         self.observe_latency = observe_latency
 
     @classmethod
-    def from_url(cls, url: str, password: str | None, timeout: float, **kwargs: Any) -> RedisWindowStore:
+    def from_url(
+        cls, url: str, password: str | None, timeout: float, **kwargs: Any
+    ) -> RedisWindowStore:
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -93,7 +97,10 @@ class RedisWindowStore:
         if password:
             options["password"] = password
         storage = storage_from_string(f"async+{url}", implementation="redispy", **options)
-        return cls(storage.bridge.get_connection(), timeout, **kwargs)
+        bridge = getattr(storage, "bridge", None)
+        if not isinstance(storage, RedisStorage) or not isinstance(bridge, RedispyBridge):
+            raise ValueError(f"{url.split('://', 1)[0]} is not a Redis storage")  # pragma: no cover
+        return cls(bridge.get_connection(), timeout, **kwargs)
 
     async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
         args: list[int] = [cost]

@@ -1,0 +1,54 @@
+# Gatehouse: every target a short verb; CI runs `make lint test` through .ci/run.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PY := .venv/bin/python
+VENV_STAMP := .venv/.synced
+PYTEST := $(PY) -m pytest
+# Loopback by default: `make run` is for the developer's own browser.
+APP_HOST ?= 127.0.0.1
+APP_PORT ?= 8000
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+$(VENV_STAMP): pyproject.toml uv.lock scripts/bootstrap-python
+	@scripts/bootstrap-python
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## the virtualenv, synced from uv.lock
+
+.PHONY: system-deps
+system-deps: ## Debian packages the tests need (redis-server), when missing and possible
+	@scripts/ensure-system-deps redis-server
+
+.PHONY: run
+run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults (memory limits)
+	APP_HOST=$(APP_HOST) APP_PORT=$(APP_PORT) $(PY) -m gatehouse
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## ruff (lint + format check) and mypy --strict on the service
+	$(PY) -m ruff check services tests
+	$(PY) -m ruff format --check services tests
+	$(PY) -m mypy
+
+.PHONY: format
+format: $(VENV_STAMP) ## apply ruff's fixes and formatting
+	$(PY) -m ruff check --fix services tests
+	$(PY) -m ruff format services tests
+
+.PHONY: test-unit
+test-unit: $(VENV_STAMP) ## in-process tests, nothing else needed
+	$(PYTEST) tests/unit
+
+.PHONY: test-service
+test-service: $(VENV_STAMP) system-deps ## real uvicorn processes and a real redis-server
+	$(PYTEST) tests/service
+
+.PHONY: test
+test: $(VENV_STAMP) system-deps ## set up everything and run every layer CI can run
+	$(PYTEST) tests
+
+include $(wildcard mk/*.mk)

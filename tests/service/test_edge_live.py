@@ -1,0 +1,210 @@
+"""The edge through a real uvicorn process: what a browser or a client on the network sees."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+
+from tests.helpers import PYTHON
+from tests.service.conftest import ALLOWED
+
+HOSTILE_ORIGINS = [
+    "null",
+    "https://app.example.com.evil.net",
+    "http://app.example.com",
+    "https://app.example.com:444",
+    "https://app.example.com/",
+]
+
+
+@pytest.fixture
+def server(api_server):
+    # Trusts only 127.0.10.0/24 as its proxy; the test client connects from 127.0.0.1.
+    return api_server(
+        {
+            "FORWARDED_ALLOW_IPS": "127.0.10.0/24",
+            "APP_TRUSTED_HOSTS": "api.example.com",
+            "APP_TEST_ROUTES_ENABLED": "true",
+        }
+    )
+
+
+def test_no_server_header_and_the_security_headers(server):
+    response = httpx.get(f"{server.url}/search?q=a", headers={"host": "api.example.com"})
+    assert response.status_code == 200
+    assert "server" not in response.headers
+    assert response.headers["x-frame-options"] == "DENY"
+    assert (
+        response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    )
+
+
+def test_allowed_origin(server):
+    response = httpx.get(
+        f"{server.url}/search?q=a", headers={"host": "api.example.com", "origin": ALLOWED}
+    )
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+
+
+@pytest.mark.parametrize("origin", HOSTILE_ORIGINS)
+def test_hostile_origins(server, origin):
+    headers = {"host": "api.example.com", "origin": origin}
+    simple = httpx.get(f"{server.url}/search?q=a", headers=headers)
+    preflight = httpx.options(
+        f"{server.url}/items", headers={**headers, "access-control-request-method": "POST"}
+    )
+    assert "access-control-allow-origin" not in simple.headers
+    assert preflight.status_code == 400
+    assert "access-control-allow-origin" not in preflight.headers
+    assert preflight.headers["x-content-type-options"] == "nosniff"
+
+
+def test_allowed_preflight_then_the_real_request(server):
+    base = {"host": "api.example.com", "origin": ALLOWED}
+    preflight = httpx.options(
+        f"{server.url}/items/1",
+        headers={
+            **base,
+            "access-control-request-method": "PUT",
+            "access-control-request-headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ALLOWED
+    created = httpx.post(f"{server.url}/items", json={"name": "lamp"}, headers=base)
+    assert created.status_code == 201
+    replaced = httpx.put(
+        f"{server.url}/items/{created.json()['id']}", json={"name": "desk"}, headers=base
+    )
+    assert replaced.status_code == 200
+    assert replaced.headers["access-control-allow-origin"] == ALLOWED
+
+
+def test_errors_carry_cors_and_security_headers(server):
+    headers = {"host": "api.example.com", "origin": ALLOWED}
+    for path, status in (("/test/error", 500), ("/nope", 404), ("/search", 422)):
+        response = httpx.get(f"{server.url}{path}", headers=headers)
+        assert response.status_code == status
+        assert response.headers["access-control-allow-origin"] == ALLOWED
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_host_spoofing_is_refused(server):
+    response = httpx.get(
+        f"{server.url}/search?q=a", headers={"host": "evil.example", "origin": ALLOWED}
+    )
+    assert response.status_code == 400
+    assert response.headers["access-control-allow-origin"] == ALLOWED
+
+
+def test_probes_with_a_pod_ip_host(server):
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(f"{server.url}{path}", headers={"host": "10.244.0.12:8000"})
+        assert response.status_code == 200
+
+
+def test_spoofed_forwarded_for_from_an_untrusted_peer(server):
+    response = httpx.get(
+        f"{server.url}/whoami",
+        headers={
+            "host": "api.example.com",
+            "x-forwarded-for": "1.2.3.4",
+            "x-forwarded-proto": "https",
+        },
+    )
+    body = response.json()
+    assert body["client_ip"] == "127.0.0.1"
+    assert body["scheme"] == "http"
+    assert "strict-transport-security" not in response.headers
+
+
+def test_forwarded_for_from_the_trusted_proxy(server):
+    transport = httpx.HTTPTransport(local_address="127.0.10.1")
+    with httpx.Client(transport=transport) as client:
+        response = client.get(
+            f"{server.url}/whoami",
+            headers={
+                "host": "api.example.com",
+                "x-forwarded-for": "198.51.100.4",
+                "x-forwarded-proto": "https",
+            },
+        )
+    body = response.json()
+    assert (body["client_ip"], body["scheme"]) == ("198.51.100.4", "https")
+    assert response.headers["strict-transport-security"].startswith("max-age=")
+
+
+def test_request_id_is_returned_and_generated(server):
+    given = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "abc-123"})
+    made = httpx.get(f"{server.url}/healthz")
+    hostile = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "a b\tc"})
+    assert given.headers["x-request-id"] == "abc-123"
+    assert len(made.headers["x-request-id"]) == 32
+    assert hostile.headers["x-request-id"] != "a b\tc"
+
+
+def test_metrics_by_route_template(server):
+    for item in (1, 2, 3):
+        httpx.get(f"{server.url}/items/{item}", headers={"host": "api.example.com"})
+    text = httpx.get(f"{server.url}/metrics").text
+    assert (
+        'gatehouse_http_requests_total{method="GET",route="/items/{item_id}",status="404"} 3.0'
+        in text
+    )
+    assert "/items/1" not in text
+    assert (
+        'gatehouse_ratelimit_decisions_total{decision="allowed",route="/items/{item_id}"} 3.0'
+        in text
+    )
+
+
+def test_access_log_is_json_with_the_request_fields(api_server):
+    server = api_server({"APP_ACCESS_LOG": "true"})
+    httpx.get(f"{server.url}/items/7", headers={"x-request-id": "trace-7"})
+    server.stop()
+    import json
+
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    entry = next(line for line in lines if line.get("request_id") == "trace-7")
+    assert entry["route"] == "/items/{item_id}"
+    assert entry["status"] == 404
+    assert entry["method"] == "GET"
+    assert entry["client_ip"] == "127.0.0.1"
+    assert entry["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("APP_ALLOWED_ORIGINS", "*"),
+        ("APP_ALLOWED_ORIGINS", "https://app.example.com/"),
+        ("APP_RATE_LIMIT_SEARCH", "lots"),
+        ("APP_RATE_LIMIT_FAILURE_MODE", "maybe"),
+        ("FORWARDED_ALLOW_IPS", "10.0.0.0/40"),
+        ("FORWARDED_ALLOW_IPS", "*"),
+    ],
+)
+def test_bad_configuration_stops_start_up_with_one_line(name, value):
+    result = subprocess.run(
+        [PYTHON, "-m", "gatehouse"], env={"PATH": "/usr/bin:/bin", name: value},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert name in lines[0] and value in lines[0]
+
+
+def test_bad_configuration_under_plain_uvicorn_is_one_line_too():
+    # The chart runs `uvicorn gatehouse.main:app ...`; the settings check runs at import.
+    result = subprocess.run(
+        [PYTHON, "-m", "uvicorn", "gatehouse.main:app", "--port", "0"],
+        env={"PATH": "/usr/bin:/bin", "APP_ALLOWED_ORIGINS": "null"},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        line for line in result.stderr.strip().splitlines() if "APP_ALLOWED_ORIGINS" in line
+    ]

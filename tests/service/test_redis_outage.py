@@ -1,0 +1,102 @@
+"""Redis stopped mid-run: no 500, /healthz stays 200, each failure mode as declared."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from tests.helpers import wait_until
+
+
+def statuses(url: str, count: int) -> list[int]:
+    return [httpx.get(f"{url}/search?q=x", timeout=5).status_code for _ in range(count)]
+
+
+def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(api_server, own_redis):
+    env = {
+        "APP_REDIS_URL": own_redis.url,
+        "APP_RATE_LIMIT_SEARCH": "9/minute",
+        "APP_RATE_LIMIT_FAILURE_MODE": "open",
+        "APP_REPLICAS": "3",
+        "APP_REDIS_RETRY_INTERVAL": "0.5",
+    }
+    server = api_server(env)
+    assert statuses(server.url, 4) == [200] * 4  # shared count: 4 of 9
+
+    own_redis.kill()
+    during = statuses(server.url, 5)
+    # The local fallback admits 9 / 3 = 3; nothing is a 5xx.
+    assert during == [200, 200, 200, 429, 429]
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["redis"] == "unavailable"
+    assert "gatehouse_ratelimit_fallback_active 1.0" in httpx.get(f"{server.url}/metrics").text
+
+    own_redis.start()  # same port, empty: counters were not persisted
+    started = time.monotonic()
+    wait_until(
+        lambda: (
+            httpx.get(f"{server.url}/search?q=x").status_code == 200
+            and own_redis.client().keys("gatehouse:*") != []
+        ),
+        timeout=10,
+        what="the shared count to resume",
+    )
+    back_after = time.monotonic() - started
+    assert back_after < 5
+    count = int(own_redis.client().get(own_redis.client().keys("gatehouse:*")[0]))
+    remaining = statuses(server.url, 10)
+    assert remaining.count(200) == 9 - count
+    assert set(remaining) <= {200, 429}
+    print(f"open mode: back on the shared count {back_after:.2f} s after Redis returned")
+
+
+def test_closed_mode_answers_503_with_retry_after(api_server, own_redis):
+    env = {
+        "APP_REDIS_URL": own_redis.url,
+        "APP_RATE_LIMIT_FAILURE_MODE": "closed",
+        "APP_REDIS_RETRY_INTERVAL": "0.5",
+    }
+    server = api_server(env)
+    assert httpx.get(f"{server.url}/search?q=x").status_code == 200
+
+    own_redis.kill()
+    response = httpx.get(f"{server.url}/search?q=x", headers={"origin": "https://app.example.com"})
+    assert response.status_code == 503
+    assert response.headers["retry-after"].isdigit()
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+    assert httpx.get(f"{server.url}/readyz").status_code == 503
+
+    own_redis.start()
+    wait_until(
+        lambda: httpx.get(f"{server.url}/search?q=x").status_code == 200,
+        timeout=10,
+        what="service after Redis returned",
+    )
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+def test_a_paused_redis_costs_at_most_the_timeout(api_server, own_redis):
+    env = {
+        "APP_REDIS_URL": own_redis.url,
+        "APP_REDIS_TIMEOUT": "0.2",
+        "APP_RATE_LIMIT_FAILURE_MODE": "open",
+        "APP_REDIS_RETRY_INTERVAL": "30",
+    }
+    server = api_server(env)
+    assert httpx.get(f"{server.url}/search?q=x").status_code == 200
+    own_redis.client().execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    started = time.monotonic()
+    first = httpx.get(f"{server.url}/search?q=x", timeout=5)
+    first_took = time.monotonic() - started
+    started = time.monotonic()
+    after = [httpx.get(f"{server.url}/search?q=x", timeout=5).status_code for _ in range(5)]
+    after_took = time.monotonic() - started
+    assert first.status_code == 200
+    assert first_took < 1.0  # 0.2 s timeout plus the request itself, never the 3 s pause
+    assert after == [200] * 5
+    assert after_took < 1.0  # in fallback, no request waits on Redis

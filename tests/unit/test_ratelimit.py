@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import re
+
+import pytest
+from slowapi import Limiter
+from starlette.routing import Route
+
+from gatehouse.ratelimit.keys import client_key, request_key
+from gatehouse.ratelimit.policy import RoutePolicy, Window, build_route_table, parse_windows
+from gatehouse.ratelimit.storage import MemoryWindowStore
+from tests.unit.conftest import ALLOWED, make_client
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_exactly_the_limit_is_admitted_then_429():
+    async with make_client(rate_limit_search="3/minute") as client:
+        responses = [await client.get("/search?q=x") for _ in range(5)]
+    assert [r.status_code for r in responses] == [200, 200, 200, 429, 429]
+    remaining = [int(r.headers["x-ratelimit-remaining"]) for r in responses[:3]]
+    assert remaining == [2, 1, 0]  # reaches 0 on the last admitted request
+
+
+async def test_allowed_responses_carry_the_rate_limit_headers():
+    async with make_client(rate_limit_search="10/minute") as client:
+        response = await client.get("/search?q=x")
+    assert response.headers["x-ratelimit-limit"] == "10"
+    assert response.headers["x-ratelimit-remaining"] == "9"
+    reset = int(response.headers["x-ratelimit-reset"])
+    assert 0 < reset <= 60
+    assert response.headers["ratelimit-policy"] == '"search";q=10;w=60'
+    assert response.headers["ratelimit"] == f'"search";r=9;t={reset}'
+
+
+async def test_a_429_is_a_problem_with_retry_after_in_seconds():
+    async with make_client(rate_limit_search="1/minute") as client:
+        await client.get("/search?q=x")
+        response = await client.get("/search?q=x", headers={"origin": ALLOWED})
+    assert response.status_code == 429
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 429
+    assert re.fullmatch(r"[1-9][0-9]*", response.headers["retry-after"])
+    assert int(response.headers["retry-after"]) <= 60
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    assert re.fullmatch(r'"search";r=0;t=\d+', response.headers["ratelimit"])
+
+
+async def test_limits_are_keyed_by_route_template_not_url():
+    async with make_client(rate_limit_default="2/minute") as client:
+        statuses = [(await client.get(f"/items/{i}")).status_code for i in (1, 2, 3)]
+    assert statuses == [404, 404, 429]
+
+
+async def test_each_route_has_its_own_budget():
+    async with make_client(rate_limit_search="1/minute", rate_limit_default="5/minute") as client:
+        await client.get("/search?q=x")
+        assert (await client.get("/search?q=x")).status_code == 429
+        assert (await client.get("/whoami")).status_code == 200
+
+
+async def test_callers_with_a_credential_have_their_own_budget():
+    async with make_client(rate_limit_search="1/minute") as client:
+        alice = await client.get("/search?q=x", headers={"authorization": "Bearer alice"})
+        bob = await client.get("/search?q=x", headers={"authorization": "Bearer bob"})
+        alice_again = await client.get("/search?q=x", headers={"authorization": "Bearer alice"})
+        anonymous = await client.get("/search?q=x")
+    assert [r.status_code for r in (alice, bob, alice_again, anonymous)] == [200, 200, 429, 200]
+
+
+def test_the_credential_never_appears_in_the_key():
+    key = client_key({"headers": [(b"authorization", b"Bearer s3cret")], "client": ("1.2.3.4", 1)})
+    assert "s3cret" not in key
+    assert key.startswith("cred:")
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "same"),
+    [
+        ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9", True),
+        ("2001:db8:1:2::1", "2001:db8:1:3::1", False),
+        ("192.0.2.1", "192.0.2.2", False),
+    ],
+)
+def test_ipv6_clients_are_keyed_by_their_64(first, second, same):
+    def key(host: str) -> str:
+        return client_key({"headers": [], "client": (host, 1)})
+
+    assert (key(first) == key(second)) is same
+
+
+async def test_probes_and_metrics_are_never_limited():
+    async with make_client(rate_limit_default="1/minute") as client:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            for _ in range(3):
+                response = await client.get(path)
+                assert response.status_code == 200
+                assert "ratelimit" not in response.headers
+
+
+async def test_a_method_the_route_does_not_answer_is_not_counted():
+    async with make_client(rate_limit_search="1/minute") as client:
+        for _ in range(3):
+            assert (await client.delete("/search")).status_code == 405
+        assert (await client.get("/search?q=x")).status_code == 200
+
+
+async def test_several_windows_are_all_or_nothing():
+    async with make_client(rate_limit_search="2/second;3/minute") as client:
+        statuses = [(await client.get("/search?q=x")).status_code for _ in range(3)]
+        headers = (await client.get("/search?q=x")).headers
+    assert statuses == [200, 200, 429]
+    assert headers["ratelimit-policy"] == '"search-1s";q=2;w=1, "search-60s";q=3;w=60'
+
+
+def test_memory_store_refused_hit_consumes_no_window():
+    now = [1000.0]
+    store = MemoryWindowStore(clock=lambda: now[0])
+    windows = (Window(1, 1), Window(5, 60))
+    keys = ("a:1", "a:60")
+    assert store.hit_now(keys, windows, 1).allowed
+    refused = store.hit_now(keys, windows, 1)
+    assert not refused.allowed
+    assert refused.counts == (1, 1)  # the minute window was not charged
+    now[0] += 1.0
+    assert store.hit_now(keys, windows, 1).counts == (1, 2)
+
+
+def test_memory_store_windows_align_to_the_clock():
+    now = [120.25]
+    store = MemoryWindowStore(clock=lambda: now[0])
+    verdict = store.hit_now(("k",), (Window(5, 60),), 1)
+    assert verdict.resets_ms == (59750,)
+    now[0] = 180.0
+    assert store.hit_now(("k",), (Window(5, 60),), 1).counts == (1,)
+
+
+def test_rate_strings_parse_with_limits():
+    assert parse_windows("10/second;100/minute;1000/hour") == (
+        Window(10, 1),
+        Window(100, 60),
+        Window(1000, 3600),
+    )
+
+
+def test_route_table_reads_slowapi_declarations():
+    limiter = Limiter(key_func=request_key, enabled=False)
+
+    @limiter.limit("5/minute")
+    async def limited(request):  # pragma: no cover - never called
+        return None
+
+    @limiter.exempt
+    async def open_route(request):  # pragma: no cover
+        return None
+
+    async def plain(request):  # pragma: no cover
+        return None
+
+    table = build_route_table(
+        [Route("/a/{x}", limited), Route("/b", open_route), Route("/c", plain)],
+        limiter,
+        "7/hour",
+        request_key,
+    )
+
+    def match(path: str, method: str = "GET") -> RoutePolicy | None:
+        return table.match({"path": path, "method": method})
+
+    limited_policy = match("/a/42")
+    assert limited_policy is not None
+    assert (limited_policy.route, limited_policy.windows) == ("/a/{x}", (Window(5, 60),))
+    assert match("/b") is None
+    plain_policy = match("/c")
+    assert plain_policy is not None and plain_policy.windows == (Window(7, 3600),)
+    assert match("/c", "POST") is None
+    unmatched = match("/zzz")
+    assert unmatched is not None and unmatched.route == "<unmatched>"

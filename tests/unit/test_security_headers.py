@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.conftest import ALLOWED, make_client
+
+pytestmark = pytest.mark.anyio
+
+EXPECTED = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def assert_security_headers(response) -> None:
+    for name, value in EXPECTED.items():
+        assert response.headers.get(name) == value, f"{name} on {response.status_code}"
+    assert "camera=()" in response.headers["permissions-policy"]
+    assert "server" not in response.headers
+    assert "x-powered-by" not in response.headers
+
+
+# Every kind of answer the edge or the app can give, each with its own status.
+CASES = [
+    ("GET", "/search?q=x", {}, 200),
+    ("GET", "/nope", {}, 404),
+    ("DELETE", "/search", {}, 405),
+    ("GET", "/search", {}, 422),
+    ("GET", "/healthz", {"host": "evil.example.net"}, 200),
+    ("GET", "/search?q=x", {"host": "evil.example.net"}, 400),
+    ("GET", "/test/error", {}, 500),
+    (
+        "OPTIONS",
+        "/items",
+        {"origin": ALLOWED, "access-control-request-method": "POST"},
+        200,
+    ),
+    (
+        "OPTIONS",
+        "/items",
+        {"origin": "https://evil.example", "access-control-request-method": "POST"},
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "headers", "status"), CASES)
+async def test_every_response_carries_the_security_headers(method, path, headers, status):
+    async with make_client() as client:
+        response = await client.request(method, path, headers=headers)
+    assert response.status_code == status
+    assert_security_headers(response)
+
+
+async def test_a_429_carries_the_security_headers():
+    async with make_client(rate_limit_search="1/minute") as client:
+        await client.get("/search?q=x")
+        response = await client.get("/search?q=x")
+    assert response.status_code == 429
+    assert_security_headers(response)
+
+
+async def test_a_500_is_problem_json_and_leaks_nothing():
+    async with make_client() as client:
+        response = await client.get("/test/error")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    body = json.loads(response.text)
+    assert body["status"] == 500
+    assert "deliberate" not in response.text
+
+
+async def test_hsts_only_when_the_scheme_is_https():
+    async with make_client() as client:
+        plain = await client.get("/healthz")
+    async with make_client(base_url="https://api.example.com") as client:
+        secure = await client.get("/healthz")
+    assert "strict-transport-security" not in plain.headers
+    assert secure.headers["strict-transport-security"].startswith("max-age=63072000")
+
+
+async def test_hsts_when_a_trusted_proxy_says_https():
+    async with make_client(client_addr=("10.1.2.3", 4000)) as client:
+        response = await client.get("/healthz", headers={"x-forwarded-proto": "https"})
+    assert "strict-transport-security" in response.headers
+
+
+async def test_an_untrusted_peer_cannot_claim_https():
+    async with make_client(client_addr=("203.0.113.9", 4000)) as client:
+        response = await client.get("/healthz", headers={"x-forwarded-proto": "https"})
+    assert "strict-transport-security" not in response.headers
+
+
+async def test_referrer_policy_is_configurable():
+    async with make_client(referrer_policy="strict-origin-when-cross-origin") as client:
+        response = await client.get("/healthz")
+    assert response.headers["referrer-policy"] == "strict-origin-when-cross-origin"
+
+
+async def test_headers_set_by_a_route_are_replaced_not_doubled():
+    async with make_client() as client:
+        response = await client.get("/metrics")
+    assert response.headers.get_list("cache-control") == ["no-store"]
+
+
+async def test_docs_render_under_their_own_policy():
+    async with make_client(docs_enabled=True) as client:
+        docs = await client.get("/docs")
+        schema = await client.get("/openapi.json")
+    assert docs.status_code == 200
+    assert "https://cdn.jsdelivr.net" in docs.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+    # The schema is data, so it keeps the API's policy.
+    assert schema.headers["content-security-policy"] == EXPECTED["content-security-policy"]
+
+
+async def test_docs_are_off_by_default():
+    async with make_client() as client:
+        assert (await client.get("/docs")).status_code == 404
+        assert (await client.get("/openapi.json")).status_code == 404
