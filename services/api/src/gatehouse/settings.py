@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
     environment: str = "local"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     access_log: bool = True
     graceful_shutdown_seconds: int = Field(default=20, ge=0, le=600)
 
