@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import httpx
@@ -139,9 +140,11 @@ def test_forwarded_for_from_the_trusted_proxy(server):
 def test_request_id_is_returned_and_generated(server):
     given = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "abc-123"})
     made = httpx.get(f"{server.url}/healthz")
+    made_again = httpx.get(f"{server.url}/healthz")
     hostile = httpx.get(f"{server.url}/healthz", headers={"x-request-id": "a b\tc"})
     assert given.headers["x-request-id"] == "abc-123"
-    assert len(made.headers["x-request-id"]) == 32
+    assert re.fullmatch(r"[0-9a-f]{26}", made.headers["x-request-id"])
+    assert made.headers["x-request-id"] != made_again.headers["x-request-id"]
     assert hostile.headers["x-request-id"] != "a b\tc"
 
 

@@ -16,7 +16,7 @@ from .edge import build_edge
 from .logs import configure_logging
 from .metrics import Metrics
 from .ratelimit.failover import FailoverStore
-from .ratelimit.storage import RedisWindowStore
+from .ratelimit.storage import RedisWindowStore, connect_runner
 from .settings import ConfigError, Settings, load_settings
 
 
@@ -25,12 +25,14 @@ def build(settings: Settings) -> ASGIApp:
     metrics = Metrics()
     primary = None
     if settings.redis_url:
-        primary = RedisWindowStore.from_url(
+        runner = connect_runner(
             settings.redis_url,
             password=settings.redis_password,
             timeout=settings.redis_timeout,
-            observe_latency=metrics.redis_latency.observe,
+            client=settings.redis_client,
+            ca_file=settings.redis_ca_file,
         )
+        primary = RedisWindowStore(runner, observe_latency=metrics.redis_latency.observe)
     store = FailoverStore(
         primary,
         mode=settings.rate_limit_failure_mode,

@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_password: str | None = None
     redis_timeout: float = Field(default=0.25, gt=0, le=10)
+    # "auto": the pipelined client for one endpoint, redis-py for Sentinel and Cluster.
+    redis_client: Literal["auto", "pipelined", "redis-py"] = "auto"
+    # CA bundle that signs the server certificate of a rediss:// URL.
+    redis_ca_file: str | None = None
     rate_limit_default: str = "100/minute"
     rate_limit_search: str = "10/minute"
     rate_limit_failure_mode: Literal["open", "closed"] = "open"

@@ -2,16 +2,29 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from starlette.middleware.trustedhost import TrustedHostMiddleware as StarletteTrustedHostMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+INVALID_HOST_BODY = b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"invalid host header"}'
+MAX_HOST_CACHE = 1024
+
+
+def _hostname(raw: bytes) -> str:
+    """``Host`` without its port, lower-cased; an IPv6 literal keeps its brackets."""
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.partition(":")[0]
 
 
 class TrustedHostMiddleware:
-    """Starlette's Host check, with the kubelet's probe paths exempt.
+    """Answers 400 to a request whose ``Host`` is not one the service answers for.
 
-    The kubelet sends ``Host: <pod IP>:<port>`` to probes, which no allowlist can
-    name in advance, so ``exempt_paths`` bypass the check. No www redirect: an API
-    answers for the names it is given, it does not move clients between them.
+    Same rules as Starlette's ``TrustedHostMiddleware`` (exact names, ``*.example.com``
+    wildcards, port ignored) without building a ``Headers`` object per request: that
+    measured 9 us per request here, a tenth of the whole edge. No www redirect: an
+    API answers for the names it is given, it does not move clients between them.
+    ``exempt_paths`` are the kubelet's probes and the metrics scrape, which arrive
+    with ``Host: <pod IP>:<port>`` that no allowlist can name in advance.
     """
 
     def __init__(
@@ -20,14 +33,46 @@ class TrustedHostMiddleware:
         allowed_hosts: Collection[str],
         exempt_paths: Collection[str] = (),
     ) -> None:
+        for pattern in allowed_hosts:
+            if "*" in pattern[1:] or (pattern.startswith("*") and not pattern.startswith("*.")):
+                raise ValueError(f"{pattern!r}: a wildcard may only start a host ('*.example.com')")
         self.app = app
+        self.exact_hosts = frozenset(h.lower() for h in allowed_hosts if not h.startswith("*"))
+        self.host_suffixes = tuple(h[1:].lower() for h in allowed_hosts if h.startswith("*."))
         self.exempt_paths = frozenset(exempt_paths)
-        self.checked = StarletteTrustedHostMiddleware(
-            app, allowed_hosts=list(allowed_hosts), www_redirect=False
-        )
+        self.verdicts: dict[bytes, bool] = {}
+
+    def is_allowed(self, raw_host: bytes) -> bool:
+        verdict = self.verdicts.get(raw_host)
+        if verdict is None:
+            hostname = _hostname(raw_host)
+            verdict = hostname in self.exact_hosts or (
+                bool(self.host_suffixes) and hostname.endswith(self.host_suffixes)
+            )
+            if len(self.verdicts) < MAX_HOST_CACHE:  # bounded: hosts are client input
+                self.verdicts[raw_host] = verdict
+        return verdict
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] in self.exempt_paths:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt_paths:
             await self.app(scope, receive, send)
             return
-        await self.checked(scope, receive, send)
+        raw_host = b""
+        for name, value in scope["headers"]:
+            if name == b"host":
+                raw_host = value
+                break
+        if self.is_allowed(raw_host):
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(INVALID_HOST_BODY)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": INVALID_HOST_BODY})

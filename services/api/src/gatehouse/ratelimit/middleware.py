@@ -11,6 +11,7 @@ from ..middleware.request_context import LIMITED_ROUTE_KEY
 from .failover import FailoverStore, LimitUnavailable
 from .keys import client_key
 from .policy import RoutePolicy, RouteTable
+from .storage import Verdict
 
 # Names the browser may read; the CORS layer exposes them (Access-Control-Expose-Headers).
 RATE_LIMIT_HEADERS = (
@@ -69,10 +70,10 @@ class RateLimitMiddleware:
         client = policy.key_func(Request(scope)) if policy.key_func else client_key(scope)
         # The client is the hash tag: all of one client's windows live in one Redis
         # Cluster slot, so a check stays one call; different clients spread out.
-        base = f"{self.key_prefix}:{{{client}}}:{policy.name}"
+        base = f"{self.key_prefix}:{{{client}}}"
         if policy.per_method:
             base = f"{base}:{scope['method']}"
-        keys = [f"{base}:{window.amount}/{window.seconds}" for window in policy.windows]
+        keys = [base + suffix for suffix in policy.key_suffixes]
         try:
             verdict = await self.store.hit(keys, policy.windows, policy.cost)
         except LimitUnavailable as unavailable:
@@ -81,20 +82,16 @@ class RateLimitMiddleware:
                 send,
                 503,
                 _problem(503, "Service Unavailable", "rate limiting is unavailable; retry later"),
-                [(b"retry-after", str(unavailable.retry_after).encode())],
+                [(b"retry-after", b"%d" % unavailable.retry_after)],
             )
             return
 
-        headers, retry_after = self._headers(
-            policy, verdict.counts, verdict.resets_ms, verdict.allowed
-        )
+        headers = self._headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
             self.on_decision(policy.route, "denied")
+            headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
             detail = "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
-            headers.append((b"retry-after", str(retry_after).encode()))
-            await self._refuse(
-                send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers
-            )
+            await self._refuse(send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers)
             return
 
         self.on_decision(policy.route, "allowed")
@@ -108,31 +105,35 @@ class RateLimitMiddleware:
 
     @staticmethod
     def _headers(
-        policy: RoutePolicy, counts: tuple[int, ...], resets_ms: tuple[int, ...], allowed: bool
-    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        policy: RoutePolicy, counts: tuple[int, ...], resets_ms: tuple[int, ...]
+    ) -> list[tuple[bytes, bytes]]:
         # Report the window closest to refusal: least remaining, then latest reset.
         closest = 0
-        closest_remaining = policy.windows[0].amount - counts[0]
-        retry_after = 0
-        for index, window in enumerate(policy.windows):
-            remaining = window.amount - counts[index]
-            if remaining < closest_remaining or (
-                remaining == closest_remaining and resets_ms[index] > resets_ms[closest]
-            ):
-                closest, closest_remaining = index, remaining
-            if not allowed and counts[index] + policy.cost > window.amount:
-                retry_after = max(retry_after, math.ceil(resets_ms[index] / 1000))
-        remaining = max(0, closest_remaining)
-        reset = max(0, math.ceil(resets_ms[closest] / 1000))
-        name = policy.item_name(closest)
-        headers = [
-            (b"x-ratelimit-limit", str(policy.windows[closest].amount).encode()),
-            (b"x-ratelimit-remaining", str(remaining).encode()),
-            (b"x-ratelimit-reset", str(reset).encode()),
+        if len(counts) > 1:
+            windows = policy.windows
+            closest = min(
+                range(len(counts)),
+                key=lambda i: (windows[i].amount - counts[i], -resets_ms[i]),
+            )
+        remaining = max(0, policy.windows[closest].amount - counts[closest])
+        reset = max(0, -(-resets_ms[closest] // 1000))  # whole seconds, rounded up
+        return [
+            (b"x-ratelimit-limit", policy.limit_values[closest]),
+            (b"x-ratelimit-remaining", b"%d" % remaining),
+            (b"x-ratelimit-reset", b"%d" % reset),
             (b"ratelimit-policy", policy.policy_header),
-            (b"ratelimit", f'"{name}";r={remaining};t={reset}'.encode()),
+            (b"ratelimit", b"%s;r=%d;t=%d" % (policy.item_names[closest], remaining, reset)),
         ]
-        return headers, max(1, retry_after)
+
+    @staticmethod
+    def _retry_after(policy: RoutePolicy, verdict: Verdict) -> int:
+        """Seconds until every window that refused has room again (at least 1)."""
+        waits = [
+            math.ceil(verdict.resets_ms[index] / 1000)
+            for index, window in enumerate(policy.windows)
+            if verdict.counts[index] + policy.cost > window.amount
+        ]
+        return max(1, *waits) if waits else 1
 
     @staticmethod
     async def _refuse(

@@ -45,20 +45,29 @@ class RoutePolicy:
     methods: frozenset[str] | None = None  # None: every method the route answers
     per_method: bool = False
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
+    # Worked out once, so a check only formats what changes per request.
     policy_header: bytes = field(init=False)
+    key_suffixes: tuple[str, ...] = field(init=False)
+    limit_values: tuple[bytes, ...] = field(init=False)
+    item_names: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        names = [self._item_name(window) for window in self.windows]
         items = [
-            f'"{self._item_name(window)}";q={window.amount};w={window.seconds}'
-            for window in self.windows
+            f'"{name}";q={window.amount};w={window.seconds}'
+            for name, window in zip(names, self.windows, strict=True)
         ]
-        object.__setattr__(self, "policy_header", ", ".join(items).encode("latin-1"))
+        constants = {
+            "policy_header": ", ".join(items).encode("latin-1"),
+            "key_suffixes": tuple(f":{self.name}:{w.amount}/{w.seconds}" for w in self.windows),
+            "limit_values": tuple(b"%d" % window.amount for window in self.windows),
+            "item_names": tuple(f'"{name}"'.encode("latin-1") for name in names),
+        }
+        for attribute, value in constants.items():
+            object.__setattr__(self, attribute, value)
 
     def _item_name(self, window: Window) -> str:
         return self.name if len(self.windows) == 1 else f"{self.name}-{window.seconds}s"
-
-    def item_name(self, index: int) -> str:
-        return self._item_name(self.windows[index])
 
 
 class RouteTable:

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from limits.aio.storage import RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.storage import storage_from_string
 from redis.exceptions import RedisError
 
+from .pipeline import PipelinedRedis, PipelinedScript, RedisReplyError, RedisUnavailable
 from .policy import Window
 
 # One call checks every window of a limit, all or nothing, and reports each window's
@@ -51,8 +51,7 @@ return reply
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The outcome of one check: allowed or not, and per window (count, ms to reset)."""
 
     allowed: bool
@@ -68,23 +67,47 @@ class WindowStore(Protocol):
     async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict: ...
 
 
-class RedisWindowStore:
-    """Counters in the shared Redis (or Valkey): one EVALSHA per check.
+class ScriptRunner(Protocol):
+    """Runs the check script on some Redis client; raises StorageError on failure."""
 
-    The connection (plain, TLS, Sentinel or Cluster, from the URL) is made by the
-    ``limits`` library's storage; this class only runs Gatehouse's script on it.
-    """
+    async def run(self, keys: list[str], args: list[int]) -> Any: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
 
-    def __init__(self, client: Any, timeout: float, observe_latency: Any = None) -> None:
+
+class PipelinedRunner:
+    """The hot path for one Redis endpoint (``redis://``, ``rediss://``): see ``pipeline``."""
+
+    def __init__(self, connection: PipelinedRedis) -> None:
+        self.connection = connection
+        self.script = PipelinedScript(connection, CHECK_SCRIPT)
+
+    async def run(self, keys: list[str], args: list[int]) -> Any:
+        try:
+            return await self.script(keys, args)
+        except (RedisUnavailable, RedisReplyError) as error:
+            raise StorageError(str(error)) from error
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.connection.execute("PING"))
+        except (RedisUnavailable, RedisReplyError):
+            return False
+
+    async def close(self) -> None:
+        await self.connection.close()
+
+
+class RedisPyRunner:
+    """Any topology the ``limits`` library connects to (Sentinel, Cluster, ...), via redis-py."""
+
+    def __init__(self, client: Any, timeout: float) -> None:
         self.client = client
         self.timeout = timeout
         self.script = client.register_script(CHECK_SCRIPT)
-        self.observe_latency = observe_latency
 
     @classmethod
-    def from_url(
-        cls, url: str, password: str | None, timeout: float, **kwargs: Any
-    ) -> RedisWindowStore:
+    def from_url(cls, url: str, password: str | None, timeout: float, ca_file: str | None = None) -> RedisPyRunner:
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -96,30 +119,20 @@ class RedisWindowStore:
         }
         if password:
             options["password"] = password
+        if ca_file:
+            options["ssl_ca_certs"] = ca_file
         storage = storage_from_string(f"async+{url}", implementation="redispy", **options)
         bridge = getattr(storage, "bridge", None)
         if not isinstance(storage, RedisStorage) or not isinstance(bridge, RedispyBridge):
             raise ValueError(f"{url.split('://', 1)[0]} is not a Redis storage")  # pragma: no cover
-        return cls(bridge.get_connection(), timeout, **kwargs)
+        return cls(bridge.get_connection(), timeout)
 
-    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
-        args: list[int] = [cost]
-        for window in windows:
-            args.append(window.amount)
-            args.append(window.milliseconds)
-        started = time.perf_counter()
+    async def run(self, keys: list[str], args: list[int]) -> Any:
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await self.script(keys=list(keys), args=args)
+                return await self.script(keys=keys, args=args)
         except (RedisError, OSError, TimeoutError) as error:
             raise StorageError(f"{type(error).__name__}: {error}") from error
-        if self.observe_latency is not None:
-            self.observe_latency(time.perf_counter() - started)
-        return Verdict(
-            allowed=reply[0] == 1,
-            counts=tuple(int(value) for value in reply[1::2]),
-            resets_ms=tuple(int(value) for value in reply[2::2]),
-        )
 
     async def ping(self) -> bool:
         try:
@@ -130,6 +143,52 @@ class RedisWindowStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def connect_runner(
+    url: str, password: str | None, timeout: float, client: str = "auto", ca_file: str | None = None
+) -> ScriptRunner:
+    """The pipelined connection for one endpoint; redis-py for Sentinel and Cluster."""
+    single_endpoint = url.startswith(("redis://", "rediss://"))
+    if client == "pipelined" or (client == "auto" and single_endpoint):
+        if not single_endpoint:
+            raise ValueError("the pipelined client speaks to one endpoint (redis:// or rediss://)")
+        return PipelinedRunner(PipelinedRedis.from_url(url, password, timeout, ca_file))
+    return RedisPyRunner.from_url(url, password, timeout, ca_file)
+
+
+class RedisWindowStore:
+    """Counters in the shared Redis (or Valkey): one script call per check."""
+
+    def __init__(self, runner: ScriptRunner, observe_latency: Callable[[float], None] | None = None) -> None:
+        self.runner = runner
+        self.observe_latency = observe_latency
+
+    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+        args: list[int] = [cost]
+        for window in windows:
+            args.append(window.amount)
+            args.append(window.milliseconds)
+        started = time.perf_counter()
+        try:
+            reply = await self.runner.run(list(keys), args)
+        except StorageError:
+            raise
+        except Exception as error:  # a client bug must not become a 500 on every route
+            raise StorageError(f"unexpected {type(error).__name__}: {error}") from error
+        if self.observe_latency is not None:
+            self.observe_latency(time.perf_counter() - started)
+        return Verdict(
+            allowed=reply[0] == 1,
+            counts=tuple(reply[1::2]),
+            resets_ms=tuple(reply[2::2]),
+        )
+
+    async def ping(self) -> bool:
+        return await self.runner.ping()
+
+    async def close(self) -> None:
+        await self.runner.close()
 
 
 class MemoryWindowStore:
