@@ -22,7 +22,7 @@ venv: $(VENV_STAMP) ## the virtualenv, synced from uv.lock
 
 .PHONY: system-deps
 system-deps: ## Debian packages the tests need (redis-server), when missing and possible
-	@scripts/ensure-system-deps redis-server
+	@scripts/ensure-system-deps redis-server wrk
 
 .PHONY: run
 run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults (memory limits)
@@ -30,8 +30,8 @@ run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff (lint + format check) and mypy --strict on the service
-	$(PY) -m ruff check services tests
-	$(PY) -m ruff format --check services tests
+	$(PY) -m ruff check services tests bench
+	$(PY) -m ruff format --check services tests bench
 	$(PY) -m mypy
 
 .PHONY: format
@@ -50,5 +50,14 @@ test-service: $(VENV_STAMP) system-deps ## real uvicorn processes and a real red
 .PHONY: test
 test: $(VENV_STAMP) system-deps ## set up everything and run every layer CI can run
 	$(PYTEST) tests
+
+.PHONY: bench
+bench: $(VENV_STAMP) system-deps ## benchmarks side by side (bare, lesson, Gatehouse) -> bench/results/
+	@scripts/ensure-system-deps wrk
+	$(PY) -m bench.run
+
+.PHONY: bench-smoke
+bench-smoke: $(VENV_STAMP) system-deps ## a seconds-long benchmark run, as CI does (no timing asserted)
+	$(PYTEST) tests/bench
 
 include $(wildcard mk/*.mk)

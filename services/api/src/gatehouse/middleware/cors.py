@@ -3,17 +3,21 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+VARY_ORIGIN = (b"vary", b"Origin")
 
 
 class CORSMiddleware(StarletteCORSMiddleware):
     """Starlette's CORS middleware with an allowlist that can be replaced at run time.
 
-    Starlette already answers preflights, mirrors an allowed origin with credentials
-    and adds ``Vary: Origin`` to every response. Gatehouse adds two things: a count
-    of refused origins (``on_refused``), and ``replace_origins`` so a reloaded
-    ConfigMap takes effect without a restart (the swap is one attribute assignment,
-    atomic for the event loop).
+    Starlette answers preflights, mirrors an allowed origin with credentials and adds
+    ``Vary: Origin`` to every response. Gatehouse adds a count of refused origins
+    (``on_refused``), ``replace_origins`` so a reloaded ConfigMap takes effect without
+    a restart (one attribute assignment, atomic for the event loop), and a fast path
+    for requests without ``Origin`` (same-origin GETs, servers, probes): they only
+    need ``Vary: Origin``, which Starlette adds by parsing the request and response
+    headers into objects, measured at 10 us per request here.
     """
 
     def __init__(
@@ -37,6 +41,23 @@ class CORSMiddleware(StarletteCORSMiddleware):
             max_age=max_age,
         )
         self.on_refused = on_refused
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, _value in scope["headers"]:
+            if name == b"origin":
+                await super().__call__(scope, receive, send)
+                return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # A second Vary field is the same as a comma-joined one (RFC 9110, 5.3).
+                message["headers"] = [*message.get("headers", ()), VARY_ORIGIN]
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
 
     def replace_origins(self, origins: Collection[str]) -> None:
         self.allow_origins = frozenset(origins)

@@ -4,7 +4,9 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-INVALID_HOST_BODY = b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"invalid host header"}'
+INVALID_HOST_BODY = (
+    b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"invalid host header"}'
+)
 MAX_HOST_CACHE = 1024
 
 

@@ -91,7 +91,9 @@ class RateLimitMiddleware:
             self.on_decision(policy.route, "denied")
             headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
             detail = "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
-            await self._refuse(send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers)
+            await self._refuse(
+                send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers
+            )
             return
 
         self.on_decision(policy.route, "allowed")

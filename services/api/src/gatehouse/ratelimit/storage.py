@@ -107,7 +107,9 @@ class RedisPyRunner:
         self.script = client.register_script(CHECK_SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, password: str | None, timeout: float, ca_file: str | None = None) -> RedisPyRunner:
+    def from_url(
+        cls, url: str, password: str | None, timeout: float, ca_file: str | None = None
+    ) -> RedisPyRunner:
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
@@ -160,7 +162,9 @@ def connect_runner(
 class RedisWindowStore:
     """Counters in the shared Redis (or Valkey): one script call per check."""
 
-    def __init__(self, runner: ScriptRunner, observe_latency: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self, runner: ScriptRunner, observe_latency: Callable[[float], None] | None = None
+    ) -> None:
         self.runner = runner
         self.observe_latency = observe_latency
 

@@ -1,0 +1,1 @@
+"""The servers the benchmark compares, each serving the same ``GET /search`` route."""
