@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -42,13 +43,22 @@ def create_limiter(settings: Settings) -> Limiter:
 
 
 def create_app(
-    settings: Settings, store: FailoverStore, metrics: Metrics
+    settings: Settings,
+    store: FailoverStore,
+    metrics: Metrics,
+    background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
 ) -> tuple[FastAPI, Limiter]:
+    """The routes. ``background`` coroutines run for the app's lifetime (config watchers)."""
     limiter = create_limiter(settings)
+    jobs = background if background is not None else []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks = [asyncio.create_task(job()) for job in jobs]
         yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if store.primary is not None:
             await store.primary.close()
 

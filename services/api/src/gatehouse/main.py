@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from starlette.types import ASGIApp
 
 from .app import create_app
+from .config_reload import OriginsFileWatcher
 from .edge import build_edge
 from .logs import configure_logging
 from .metrics import Metrics
@@ -42,8 +45,19 @@ def build(settings: Settings) -> ASGIApp:
         on_error=metrics.ratelimit_storage_errors.inc,
         on_fallback=lambda active: metrics.ratelimit_fallback.set(1 if active else 0),
     )
-    app, limiter = create_app(settings, store, metrics)
-    edge, _cors = build_edge(app, limiter, settings, store, metrics)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
+    app, limiter = create_app(settings, store, metrics, background)
+    edge, cors = build_edge(app, limiter, settings, store, metrics)
+    if settings.allowed_origins_file:
+        watcher = OriginsFileWatcher(
+            settings.allowed_origins_file,
+            cors.replace_origins,
+            interval=settings.config_reload_interval,
+            allow_credentials=settings.allow_credentials,
+            logger=logging.getLogger("gatehouse.config"),
+            count=lambda result: metrics.config_reloads.labels(result).inc(),
+        )
+        background.append(watcher.run)
     return edge
 
 

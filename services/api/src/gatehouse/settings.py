@@ -73,6 +73,18 @@ def normalise_origin(raw: str) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def parse_origins(text: str, allow_credentials: bool = True) -> list[str]:
+    """An allowlist as APP_ALLOWED_ORIGINS holds it (comma-separated or a JSON list)."""
+    try:
+        raw = _split_list(text)
+    except ValueError as error:
+        raise ValueError(f"not a list of origins: {error}") from None
+    origins = list(dict.fromkeys(normalise_origin(origin) for origin in raw))
+    if "*" in origins and allow_credentials:
+        raise ValueError("'*' cannot be combined with credentials")
+    return origins
+
+
 def parse_networks(values: list[str]) -> list[str]:
     """Validate CIDRs (or single addresses); return them in canonical form."""
     networks = []
@@ -107,6 +119,10 @@ class Settings(BaseSettings):
 
     # Browsers: the per-namespace allowlist (comma-separated or a JSON list).
     allowed_origins: Annotated[list[str], NoDecode] = ["http://localhost:5173"]
+    # The same list in a mounted ConfigMap file, read at start-up (it wins over the
+    # variable) and watched: a valid change applies without a restart.
+    allowed_origins_file: str | None = None
+    config_reload_interval: float = Field(default=2.0, gt=0, le=300)
     allow_credentials: bool = True
     cors_allow_methods: Annotated[list[str], NoDecode] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
     cors_allow_headers: Annotated[list[str], NoDecode] = ["Authorization", "Content-Type"]
@@ -194,6 +210,25 @@ class Settings(BaseSettings):
         if not urlsplit(value).netloc:
             raise ValueError("no host")
         return value
+
+    @model_validator(mode="after")
+    def _origins_from_file(self) -> Settings:
+        if self.allowed_origins_file is None:
+            return self
+        try:
+            with open(self.allowed_origins_file, encoding="utf-8") as file:
+                text = file.read()
+        except OSError as error:
+            raise ValueError(
+                f"APP_ALLOWED_ORIGINS_FILE: cannot read it: {error.strerror}"
+            ) from None
+        try:
+            origins = parse_origins(text, self.allow_credentials)
+        except ValueError as error:
+            raise ValueError(f"APP_ALLOWED_ORIGINS_FILE: {error}") from None
+        # frozen: set through object.__setattr__, once, while validating.
+        object.__setattr__(self, "allowed_origins", origins)
+        return self
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Settings:
