@@ -1,39 +1,5 @@
+"""The service layer's fixtures (api_server, own_redis) live in tests/conftest.py."""
+
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from tests.helpers import ApiServer, RedisServer
-
 ALLOWED = "https://app.example.com"
-
-
-@pytest.fixture
-def api_server(tmp_path) -> Iterator[Callable[..., ApiServer]]:
-    """Start ``python -m gatehouse`` processes; every one is stopped after the test."""
-    started: list[ApiServer] = []
-
-    def start(env: dict[str, str] | None = None, host: str = "127.0.0.1") -> ApiServer:
-        server = ApiServer({"APP_ALLOWED_ORIGINS": ALLOWED, **(env or {})}, host=host)
-        started.append(server)
-        server.start(log_dir=tmp_path)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.stop()
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of the test's own, which the test may stop and restart."""
-    if shutil.which("redis-server") is None:
-        pytest.skip(
-            "redis-server is not installed (make system-deps, or apt-get install redis-server)"
-        )
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()

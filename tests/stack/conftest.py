@@ -1,0 +1,177 @@
+"""The stack layer: the chart rendered for local environments, run on loopback.
+
+Every test goes through ``stack.Stack``: ``scripts/helm template`` output, Redis and the
+Deployment's replicas as local processes, nginx as the ingress controller. Clients
+connect from 127.0.50.x, outside the trusted ingress CIDR (127.0.10.0/24).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from limits import parse_many
+from prometheus_client.parser import text_string_to_metric_families
+
+from stack import ENVIRONMENTS, Pod, Stack
+
+MISSING = [
+    name
+    for name, fallback in (("nginx", "/usr/sbin/nginx"), ("redis-server", None))
+    if shutil.which(name) is None and not (fallback and Path(fallback).exists())
+]
+
+CLIENT_A = "127.0.50.1"
+CLIENT_B = "127.0.50.2"
+CLIENT_DIRECT = "127.0.50.3"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stack_tools() -> None:
+    if MISSING:
+        pytest.skip(
+            f"{' and '.join(MISSING)} not installed (make stack-deps installs nginx-light, redis-server)"
+        )
+
+
+def start(*envs: str, sets: Sequence[str] = ()) -> Stack:
+    """A stack of the named environments, each rendered with the extra ``--set`` values."""
+    return Stack([ENVIRONMENTS[env].with_sets(*sets) for env in envs]).up()
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Stack]:
+    """Namespaces A (local) and B (local-b) side by side, as rendered, for a module's
+    tests; ``flushed`` empties both Redis servers before a test."""
+    stack = start("local", "local-b")
+    yield stack
+    stack.down()
+
+
+@pytest.fixture
+def flushed(pair: Stack) -> Stack:
+    for env in pair.envs:
+        pair.redis_client(env).flushall()
+    return pair
+
+
+def client(stack: Stack, source: str = CLIENT_A, **kwargs: object) -> httpx.Client:
+    """A client of the ingress from ``source`` (a 127.0.50.x address)."""
+    transport = httpx.HTTPTransport(local_address=source)
+    return httpx.Client(base_url=stack.ingress_url, transport=transport, timeout=10, **kwargs)  # type: ignore[arg-type]
+
+
+def window_seconds(limit: str) -> int:
+    return max(item.get_expiry() for item in parse_many(limit))
+
+
+def wait_for_fresh_window(stack: Stack, env: str, limit: str, needed: float) -> None:
+    """Sleep past a window boundary if fewer than ``needed`` seconds are left in it.
+
+    Windows are fixed and aligned to Redis's clock; a burst straddling a boundary would
+    be counted in two windows and admit more than the limit.
+    """
+    seconds, micros = stack.redis_client(env).time()
+    now = seconds + micros / 1e6
+    window = window_seconds(limit)
+    left = window - now % window
+    if left < needed:
+        time.sleep(left + 0.05)
+
+
+def search_counts(pod: Pod) -> Counter[str]:
+    """Requests to /search by status, from one replica's /metrics."""
+    text = httpx.get(f"http://{pod.ip}:{pod.port('http')}/metrics", timeout=5).text
+    counts: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "gatehouse_http_requests_total"
+                and sample.labels.get("route") == "/search"
+            ):
+                counts[sample.labels["status"]] += int(sample.value)
+    return counts
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx.Headers
+    at: float  # time.monotonic() when the reply arrived
+
+
+async def _burst(
+    stack: Stack,
+    host: str,
+    path: str,
+    count: int,
+    concurrency: int,
+    source: str,
+    headers: dict[str, str],
+    at_reply: tuple[int, Callable[[], object]] | None,
+) -> list[Reply]:
+    transport = httpx.AsyncHTTPTransport(local_address=source)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    semaphore = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(
+        base_url=stack.ingress_url, transport=transport, limits=limits, timeout=20
+    ) as session:
+        answered = 0
+
+        async def one() -> Reply:
+            nonlocal answered
+            async with semaphore:
+                response = await session.get(path, headers={"Host": host, **headers})
+                reply = Reply(response.status_code, response.headers, time.monotonic())
+                answered += 1
+                if at_reply is not None and answered == at_reply[0]:
+                    at_reply[1]()  # e.g. a SIGKILL: takes milliseconds, the load goes on
+                return reply
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def burst(
+    stack: Stack,
+    env: str,
+    count: int,
+    *,
+    concurrency: int | None = None,
+    path: str = "/search?q=lamp",
+    source: str = CLIENT_A,
+    headers: dict[str, str] | None = None,
+    at_reply: tuple[int, Callable[[], object]] | None = None,
+) -> list[Reply]:
+    """``count`` GETs through the ingress, ``concurrency`` at a time (default: all at once);
+    ``at_reply=(n, action)`` runs the action once the n-th reply has arrived."""
+    return asyncio.run(
+        _burst(
+            stack,
+            stack.host(env),
+            path,
+            count,
+            concurrency or count,
+            source,
+            headers or {},
+            at_reply,
+        )
+    )
+
+
+def statuses(replies: Sequence[Reply]) -> dict[int, int]:
+    return dict(sorted(Counter(reply.status for reply in replies).items()))
+
+
+def redis_search_count(stack: Stack, env: str) -> int:
+    """The shared count of /search in the environment's Redis (every window key summed)."""
+    redis = stack.redis_client(env)
+    # gatehouse:{<client>}:<route name>:<amount>/<seconds>
+    keys = [key for key in redis.keys("gatehouse:*") if b"}:search:" in key]
+    return sum(int(redis.get(key) or 0) for key in keys)

@@ -1,0 +1,163 @@
+"""The harness runs what the chart renders: no process, no test, just the translation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from stack.kubelet import ProjectedVolume, expand, expand_all, resolve_env
+from stack.loopback import VENV_BIN, localise, resolve_services
+from stack.nginx import ControllerConfig, Location, Upstream, render_conf
+from stack.render import Manifest, render
+
+from stack import ENVIRONMENTS
+
+
+def rendered(env: str = "local", *sets: str) -> Manifest:
+    spec = ENVIRONMENTS[env].with_sets(*sets)
+    return render(spec.release, spec.namespace, spec.values_files, spec.sets)
+
+
+def test_kubernetes_variable_expansion() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)", env) == "1-two"
+    assert expand("$$(A)", env) == "$(A)"  # escaped
+    assert expand("$(MISSING) $(A", env) == "$(MISSING) $(A"  # left as written
+    assert expand("cost $5", env) == "cost $5"
+
+
+def test_the_api_environment_is_the_configmap_the_secret_and_the_deployment() -> None:
+    manifest = rendered()
+    api = manifest.deployment("api")
+    env = resolve_env(api.containers[0], manifest, {})
+    config = manifest.config_maps[api.containers[0].env_from[0]["configMapRef"]["name"]]
+    assert {k: env[k] for k in config} == config  # envFrom, whole
+    assert env["APP_REPLICAS"] == str(api.replicas) == "3"
+    assert env["APP_REDIS_PASSWORD"] == next(iter(manifest.secrets.values()))["redis-password"]
+    assert env["APP_ALLOWED_ORIGINS_FILE"] == "/etc/gatehouse/APP_ALLOWED_ORIGINS"
+
+
+def test_a_chart_value_changes_what_runs() -> None:
+    manifest = rendered("local", "replicaCount=2", "config.rateLimit.search=7/minute")
+    api = manifest.deployment("api")
+    env = resolve_env(api.containers[0], manifest, {})
+    assert api.replicas == 2 and env["APP_REPLICAS"] == "2"
+    assert env["APP_RATE_LIMIT_SEARCH"] == "7/minute"
+
+
+def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
+    manifest = rendered()
+    redis = manifest.deployment("redis").containers[0]
+    redis_env = resolve_env(redis, manifest, {})
+    argv = expand_all([*redis.command, *redis.args], redis_env)
+    assert "$(" not in " ".join(argv)  # the password was expanded, as the kubelet does
+    local, process_env = localise(
+        argv,
+        redis_env,
+        ip="127.0.30.1",
+        ports={6379: 40001},
+        services={},
+        mounts={"/data": tmp_path / "data"},
+        home=tmp_path,
+    )
+    assert local[0].endswith("/redis-server")
+    # Everything as rendered, except the port, the data dir, and the address to bind.
+    expected = [*argv[1:], "--bind", "127.0.30.1"]
+    expected[expected.index("6379")] = "40001"
+    expected[expected.index("/data")] = str(tmp_path / "data")
+    assert local[1:] == expected
+    assert process_env["REDIS_PASSWORD"] == redis_env["REDIS_PASSWORD"]
+    assert not any(name.startswith("APP_") for name in process_env)
+
+    api = manifest.deployment("api").containers[0]
+    api_env = resolve_env(api, manifest, {})
+    argv = expand_all([*api.command, *api.args], api_env)
+    services = {("gatehouse-redis", 6379): ("127.0.30.1", 40001)}
+    mounts = {"/etc/gatehouse": tmp_path / "config"}
+    local, process_env = localise(
+        argv,
+        api_env,
+        ip="127.0.20.1",
+        ports={8000: 40002},
+        services=services,
+        mounts=mounts,
+        home=tmp_path,
+    )
+    assert local[0] == str(VENV_BIN / "uvicorn")
+    assert local[1:] == [
+        {"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(arg, arg) for arg in argv[1:]
+    ]
+    assert process_env["APP_REDIS_URL"] == "redis://127.0.30.1:40001/0"
+    assert process_env["APP_ALLOWED_ORIGINS_FILE"] == str(
+        tmp_path / "config" / "APP_ALLOWED_ORIGINS"
+    )
+    changed = {k for k in api_env if api_env[k] != process_env[k]}
+    assert changed == {"APP_REDIS_URL", "APP_ALLOWED_ORIGINS_FILE"}
+
+
+def test_service_names_resolve_in_every_form() -> None:
+    services = {("gatehouse-redis.ns.svc", 6379): ("127.0.30.1", 1234)}
+    for url in (
+        "redis://gatehouse-redis.ns.svc:6379/0",
+        "redis://gatehouse-redis.ns.svc.cluster.local:6379/0",
+    ):
+        assert resolve_services(url, services) == "redis://127.0.30.1:1234/0"
+    assert resolve_services("redis://other:6379/0", services) == "redis://other:6379/0"
+    assert (
+        resolve_services("redis://:pw@gatehouse-redis.ns.svc:6379", services)
+        == "redis://:pw@127.0.30.1:1234"
+    )
+
+
+def test_configmap_volumes_are_laid_out_and_updated_like_the_kubelet_does(tmp_path: Path) -> None:
+    volume = ProjectedVolume(tmp_path / "config")
+    volume.write({"A": "1", "B": "2"})
+    first = os.readlink(tmp_path / "config" / "..data")
+    assert first.startswith("..") and (tmp_path / "config" / first / "A").read_text() == "1"
+    assert os.readlink(tmp_path / "config" / "A") == "..data/A"
+    volume.write({"A": "one"})
+    second = os.readlink(tmp_path / "config" / "..data")
+    assert second != first and not (tmp_path / "config" / first).exists()
+    assert (tmp_path / "config" / "A").read_text() == "one"
+    assert not (tmp_path / "config" / "B").exists()
+    assert not (tmp_path / "config" / "..data_tmp").exists()
+
+
+def test_nginx_follows_the_controller_settings(tmp_path: Path) -> None:
+    upstream = Upstream("ns-svc-http", (("127.0.20.1", 1), ("127.0.20.2", 2)))
+    servers = {
+        "api.localtest": [
+            Location("/", "Prefix", upstream, "Ingress/x"),
+            Location("/api", "Prefix", upstream, "Ingress/x"),
+        ]
+    }
+
+    def conf(**settings: str) -> str:
+        config = ControllerConfig({**ControllerConfig.load().settings, **settings})
+        return render_conf(
+            prefix=tmp_path,
+            listen=("127.0.10.1", 80),
+            status_port=81,
+            servers=servers,
+            config=config,
+            generation=1,
+        )
+
+    project = conf()  # what k8s/ingress/*.yaml configure
+    assert "set_real_ip_from" not in project  # use-forwarded-headers: "false"
+    assert "proxy_set_header X-Forwarded-For $full_x_forwarded_for;" in project
+    assert "default $proxy_add_x_forwarded_for;" in project  # compute-full-forwarded-for
+    assert "proxy_bind 127.0.10.1;" in project
+    assert "proxy_next_upstream error timeout;" in project
+    assert "location = /api {" in project and "location /api/ {" in project
+    assert "server_tokens off;" in project
+
+    replacing = conf(**{"compute-full-forwarded-for": "false"})
+    assert "proxy_set_header X-Forwarded-For $remote_addr;" in replacing
+    trusting = conf(**{"use-forwarded-headers": "true", "proxy-real-ip-cidr": "10.0.0.0/8"})
+    assert "set_real_ip_from 10.0.0.0/8;" in trusting
+
+
+def test_both_local_environments_route_their_own_host() -> None:
+    hosts = {env: [route.host for route in rendered(env).routes] for env in ("local", "local-b")}
+    assert hosts == {"local": ["api-a.localtest"], "local-b": ["api-b.localtest"]}
