@@ -12,12 +12,54 @@ from .conftest import CHART, ENVIRONMENTS, K8S
 ENV_FILES = [path for path, _ in ENVIRONMENTS.values() if path is not None]
 
 
-def test_namespaces_enforce_restricted() -> None:
+VERIFY_NAMESPACE = "gatehouse-verify"
+# The named environments Skaffold deploys (skaffold.yaml profiles).
+SKAFFOLD_ENVS = ("dev", "staging", "prod")
+
+
+def _namespaces() -> dict[str, dict[str, str]]:
     docs = [d for d in yaml.safe_load_all((K8S / "namespaces.yaml").read_text()) if d]
-    names = {d["metadata"]["name"] for d in docs}
-    assert names == {"gatehouse-dev", "gatehouse-staging", "gatehouse-prod"}
-    for doc in docs:
-        assert doc["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    return {d["metadata"]["name"]: d["metadata"]["labels"] for d in docs}
+
+
+def test_namespaces_enforce_restricted() -> None:
+    namespaces = _namespaces()
+    assert set(namespaces) == {
+        "gatehouse-dev",
+        "gatehouse-staging",
+        "gatehouse-prod",
+        VERIFY_NAMESPACE,
+    }
+    for name, labels in namespaces.items():
+        if name != VERIFY_NAMESPACE:
+            assert labels["pod-security.kubernetes.io/enforce"] == "restricted", name
+
+
+def test_verify_namespace_enforces_baseline_and_reports_restricted() -> None:
+    # Skaffold's verify container has no securityContext: "baseline" is the most it can meet.
+    labels = _namespaces()[VERIFY_NAMESPACE]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels["pod-security.kubernetes.io/warn"] == "restricted"
+    assert labels["pod-security.kubernetes.io/audit"] == "restricted"
+
+
+@pytest.mark.parametrize("env", SKAFFOLD_ENVS)
+def test_environment_admits_the_verify_namespace(env: str) -> None:
+    overrides = yaml.safe_load((K8S / f"values-{env}.yaml").read_text())
+    assert overrides["networkPolicy"]["clientNamespaces"] == [VERIFY_NAMESPACE]
+
+
+@pytest.mark.parametrize("path", sorted(K8S.glob("values-*.yaml")), ids=lambda p: p.name)
+def test_no_environment_file_enables_dev_mode(path: Path) -> None:
+    # devMode (uvicorn --reload, writable root) is for `skaffold dev` only, set by skaffold.yaml.
+    overrides = yaml.safe_load(path.read_text()) or {}
+    assert "devMode" not in overrides, f"{path.name} sets devMode"
+
+
+def test_dev_runs_the_locally_loaded_image() -> None:
+    # `make image` tags gatehouse-api:dev and kind loads that tag.
+    overrides = yaml.safe_load((K8S / "values-dev.yaml").read_text())
+    assert overrides["image"]["tag"] == "dev"
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=[p.name for p in ENV_FILES])

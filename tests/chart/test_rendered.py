@@ -170,6 +170,73 @@ def test_every_container_is_restricted(rendered: dict[str, list[Doc]], env: str)
     assert not problems, "\n".join(problems)
 
 
+RELOAD = ["--reload", "--reload-dir", "/app/src"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_dev_mode_is_off_in_every_environment(rendered: dict[str, list[Doc]], env: str) -> None:
+    container = _api_container(rendered[env])
+    assert "--reload" not in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_dev_mode_reloads_with_a_writable_root(rendered: dict[str, list[Doc]]) -> None:
+    docs = render("dev", "--set", "devMode.enabled=true")
+    container = _api_container(docs)
+    assert container["args"][-3:] == RELOAD
+    assert container["command"] == ["uvicorn"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is False
+    # Everything else stays "restricted".
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["runAsNonRoot"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # Only the API container changes: Redis and the test pods keep a read-only root.
+    for label, spec in pod_specs(docs):
+        for c in _containers(spec):
+            if c is not container:
+                assert c["securityContext"]["readOnlyRootFilesystem"] is True, label
+    # Off again is exactly the default API container.
+    off = render("dev", "--set", "devMode.enabled=false")
+    assert _api_container(off) == _api_container(rendered["dev"])
+
+
+def _client_namespace_peers(docs: list[Doc]) -> list[Doc]:
+    api = one(docs, "NetworkPolicy", API)["spec"]
+    peers = [p for rule in api["ingress"] for p in rule["from"]]
+    return [p for p in peers if "matchExpressions" in p.get("namespaceSelector", {})]
+
+
+def test_client_namespaces_rule_only_when_set() -> None:
+    assert not _client_namespace_peers(render("default"))
+    docs = render("default", "--set", "networkPolicy.clientNamespaces={gatehouse-verify,team-b}")
+    client = load_values("default")["networkPolicy"]["clientLabel"]
+    # One peer, namespace AND label: a separate namespace-only peer would admit every pod there.
+    assert _client_namespace_peers(docs) == [
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {
+                        "key": "kubernetes.io/metadata.name",
+                        "operator": "In",
+                        "values": ["gatehouse-verify", "team-b"],
+                    }
+                ]
+            },
+            "podSelector": {"matchLabels": {client["key"]: client["value"]}},
+        }
+    ]
+
+
+@pytest.mark.parametrize("env", ["dev", "staging", "prod"])
+def test_environments_admit_labelled_verify_pods(rendered: dict[str, list[Doc]], env: str) -> None:
+    (peer,) = _client_namespace_peers(rendered[env])
+    (expression,) = peer["namespaceSelector"]["matchExpressions"]
+    assert expression["values"] == ["gatehouse-verify"]
+    assert peer["podSelector"]["matchLabels"]
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_network_policies_for_api_and_redis(rendered: dict[str, list[Doc]], env: str) -> None:
     docs = rendered[env]

@@ -57,6 +57,18 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         {"config": {"rateLimit": {"failureMode": "maybe"}}},
         "/config/rateLimit/failureMode",
     ),
+    (
+        "client-namespace-not-a-dns-label",
+        {"networkPolicy": {"clientNamespaces": ["Gatehouse_Verify"]}},
+        "/networkPolicy/clientNamespaces/0",
+    ),
+    (
+        "client-namespaces-not-a-list",
+        {"networkPolicy": {"clientNamespaces": "gatehouse-verify"}},
+        "/networkPolicy/clientNamespaces",
+    ),
+    ("dev-mode-not-a-boolean", {"devMode": {"enabled": "yes"}}, "/devMode/enabled"),
+    ("dev-mode-unknown-key", {"devMode": {"reload": True}}, "'reload' not allowed"),
 ]
 
 
@@ -92,6 +104,8 @@ def test_valid_edge_values_are_accepted(tmp_path: Path) -> None:
             "corsMaxAge": 7200,
         },
         "image": {"tag": "1.2.3"},
+        "networkPolicy": {"clientNamespaces": ["gatehouse-verify", "a", "team-0"]},
+        "devMode": {"enabled": True},
     }
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(values))

@@ -50,12 +50,16 @@ def test_stop_leaves_no_process_and_no_files() -> None:
 
 
 def test_a_failed_start_tears_down_what_had_started() -> None:
-    # The schema accepts any 5-digit port; the service refuses 99999 and exits with one
-    # line, after Redis had already started.
+    # extraEnv is free-form in the chart; the service refuses the value and exits with
+    # one line, after Redis had already started.
     stack = Stack(
-        [ENVIRONMENTS["local"].with_sets("config.allowedOrigins={http://a.localtest:99999}")]
+        [
+            ENVIRONMENTS["local"].with_sets(
+                "extraEnv[0].name=APP_RATE_LIMIT_SEARCH", "extraEnv[0].value=lots"
+            )
+        ]
     )
-    with pytest.raises(StartError, match="APP_ALLOWED_ORIGINS") as failure:
+    with pytest.raises(StartError, match="APP_RATE_LIMIT_SEARCH") as failure:
         stack.up()
     print(f"\nfailed start: {str(failure.value).splitlines()[-1]}")
     groups = stack.process_groups()

@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from slowapi import Limiter
 
 from .metrics import Metrics
@@ -25,6 +26,16 @@ MAX_ITEMS = 1000  # a demo store: bounded, so no client can grow the process
 class ItemIn(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     quantity: int = Field(default=1, ge=0, le=1_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _encodable(cls, name: str) -> str:
+        # JSON may carry a lone surrogate ("\\ud800"); it could never be sent back.
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("not valid Unicode text") from None
+        return name
 
 
 class Item(ItemIn):
@@ -73,6 +84,29 @@ def create_app(
     app.state.limiter = limiter
     items: dict[int, Item] = {}
     next_id = itertools.count(1)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input back, which fails on NaN and lone
+        # surrogates (a 500) and reflects whatever a client sent; say where and why only.
+        errors = [
+            {
+                "loc": [str(part) for part in error["loc"]],
+                "msg": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse(
+            {
+                "type": "about:blank",
+                "title": "Unprocessable Content",
+                "status": 422,
+                "errors": errors,
+            },
+            status_code=422,
+            media_type="application/problem+json",
+        )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

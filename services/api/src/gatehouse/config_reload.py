@@ -41,30 +41,30 @@ class OriginsFileWatcher:
         self.allow_credentials = allow_credentials
         self.logger = logger
         self.count = count
-        self.last_text: str | None = None
+        self.last_data: bytes | None = None
 
     async def run(self) -> None:
         """Poll until cancelled (the app's lifespan cancels it at shutdown)."""
-        self.last_text = await self._read()
+        self.last_data = await self._read()
         while True:
             await asyncio.sleep(self.interval)
             await self.check()
 
-    async def _read(self) -> str | None:
+    async def _read(self) -> bytes | None:
         try:
-            return await asyncio.to_thread(self.path.read_text, encoding="utf-8")
+            return await asyncio.to_thread(self.path.read_bytes)
         except OSError:
             return None
 
     async def check(self) -> None:
-        text = await self._read()
-        if text is None or text == self.last_text:
+        data = await self._read()
+        if data is None or data == self.last_data:
             # Missing for a moment (mid-swap) is not a change: keep what we have.
             return
-        self.last_text = text
+        self.last_data = data
         try:
-            origins = parse_origins(text, self.allow_credentials)
-        except ValueError as error:
+            origins = parse_origins(data.decode("utf-8"), self.allow_credentials)
+        except ValueError as error:  # UnicodeDecodeError is one too
             self.count("rejected")
             self.logger.error(
                 "APP_ALLOWED_ORIGINS_FILE update rejected, keeping the last good allowlist: %s",

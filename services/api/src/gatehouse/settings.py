@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
+import re
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -16,6 +18,13 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+# What a browser puts in an Origin: an ASCII host name (IDNs arrive as punycode), an
+# IPv4 address, or an IPv6 literal in brackets.
+_HOST_NAME = re.compile(
+    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+# An HTTP token (RFC 9110, 5.6.2): what a header name may be.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
 
 
@@ -29,7 +38,10 @@ def _split_list(value: Any) -> Any:
         return value
     text = value.strip()
     if text.startswith("["):
-        parsed = json.loads(text)
+        try:
+            parsed = json.loads(text)
+        except RecursionError:
+            raise ValueError("the JSON list is nested too deeply") from None
         if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
             raise ValueError("expected a JSON list of strings")
         return [item.strip() for item in parsed if item.strip()]
@@ -64,10 +76,15 @@ def normalise_origin(raw: str) -> str:
     except ValueError as error:
         raise ValueError(f"origin {raw!r} has an invalid port") from error
     host = (parts.hostname or "").lower()
-    if not host or any(char.isspace() for char in host):
-        raise ValueError(f"origin {raw!r} has no valid host")
     if ":" in host:  # an IPv6 literal keeps its brackets in an origin
-        host = f"[{host}]"
+        try:
+            host = f"[{ipaddress.IPv6Address(host).compressed}]"
+        except ValueError:
+            raise ValueError(f"origin {raw!r} has no valid host") from None
+    elif not _HOST_NAME.fullmatch(host) or len(host) > 253:
+        raise ValueError(
+            f"origin {raw!r} has no valid host (an ASCII name, IDNs as punycode, or an IP)"
+        )
     if port is None or port == DEFAULT_PORTS[scheme]:
         return f"{scheme}://{host}"
     return f"{scheme}://{host}:{port}"
@@ -90,9 +107,12 @@ def parse_networks(values: list[str]) -> list[str]:
     networks = []
     for value in values:
         try:
-            networks.append(str(ipaddress.ip_network(value, strict=False)))
+            network = ipaddress.ip_network(value, strict=False)
         except ValueError as error:
             raise ValueError(f"{value!r} is not an IP network in CIDR form") from error
+        if network.prefixlen == 0:
+            raise ValueError(f"{value!r} trusts every address, like '*'; give the ingress CIDRs")
+        networks.append(str(network))
     return networks
 
 
@@ -180,19 +200,52 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_methods(cls, methods: list[str]) -> list[str]:
         for method in methods:
-            if not method.isalpha():
+            if not method.isascii() or not method.isalpha():
                 raise ValueError(f"{method!r} is not an HTTP method")
         return [method.upper() for method in methods]
+
+    @field_validator("cors_allow_headers")
+    @classmethod
+    def _check_header_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _TOKEN.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name")
+        return names
 
     @field_validator("trusted_hosts")
     @classmethod
     def _check_hosts(cls, hosts: list[str]) -> list[str]:
+        if not hosts:
+            raise ValueError("give at least one host name (or '*' to answer any Host)")
         for host in hosts:
             if "://" in host or "/" in host:
                 raise ValueError(f"{host!r} is a URL; give the bare host name")
             if "*" in host and host != "*" and not host.startswith("*."):
                 raise ValueError(f"{host!r}: a wildcard may only start a host ('*.example.com')")
+            name = host.lower().removeprefix("*.")
+            bracketed = name.startswith("[") and name.endswith("]")
+            if host != "*" and not bracketed and not _HOST_NAME.fullmatch(name):
+                raise ValueError(f"{host!r} is not a host name")
         return [host.lower() for host in hosts]
+
+    @field_validator("host")
+    @classmethod
+    def _check_listen_address(cls, host: str) -> str:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if host != "localhost" and (
+                re.fullmatch(r"[\d.]+", host) or not _HOST_NAME.fullmatch(host)
+            ):
+                raise ValueError(f"{host!r} is not an address to listen on") from None
+        return host
+
+    @field_validator("redis_ca_file")
+    @classmethod
+    def _check_ca_file(cls, path: str | None) -> str | None:
+        if path is not None and not os.access(path, os.R_OK):
+            raise ValueError(f"cannot read {path!r}")
+        return path
 
     @field_validator("rate_limit_default", "rate_limit_search")
     @classmethod
@@ -220,8 +273,10 @@ class Settings(BaseSettings):
                 text = file.read()
         except OSError as error:
             raise ValueError(
-                f"APP_ALLOWED_ORIGINS_FILE: cannot read it: {error.strerror}"
+                f"APP_ALLOWED_ORIGINS_FILE: cannot read {self.allowed_origins_file!r}: {error.strerror}"
             ) from None
+        except UnicodeDecodeError:
+            raise ValueError("APP_ALLOWED_ORIGINS_FILE: the file is not UTF-8 text") from None
         try:
             origins = parse_origins(text, self.allow_credentials)
         except ValueError as error:
@@ -267,8 +322,22 @@ def _one_line(error: ValidationError, prefix: str) -> str:
     if not name and message.startswith(f"{prefix}"):
         name, _, message = message.partition(": ")
     value = first.get("input")
+    if name in SECRET_VARIABLES:
+        value = _redact(value)
     shown = f" = {value!r}" if name and not isinstance(value, dict) else ""
-    return f"invalid configuration: {name or 'settings'}{shown}: {message}"
+    line = f"invalid configuration: {name or 'settings'}{shown}: {message}"
+    # One line whatever the value held: repr() already escapes most, this the rest.
+    return line.replace("\r", "\\r").replace("\n", "\\n")
+
+
+SECRET_VARIABLES = frozenset({"APP_REDIS_URL", "APP_REDIS_PASSWORD"})
+
+
+def _redact(value: object) -> object:
+    """A Redis URL without its password; any other secret as '***'."""
+    if isinstance(value, str) and "://" in value:
+        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", value)
+    return "***" if value else value
 
 
 def load_settings(**overrides: Any) -> Settings:

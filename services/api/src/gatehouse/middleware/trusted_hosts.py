@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -8,21 +9,22 @@ INVALID_HOST_BODY = (
     b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"invalid host header"}'
 )
 MAX_HOST_CACHE = 1024
+# RFC 9112 3.2 / RFC 3986: a host name (or IPv4), or an IPv6 literal, then an optional port.
+_HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::\d{1,5})?")
 
 
-def _hostname(raw: bytes) -> str:
-    """``Host`` without its port, lower-cased; an IPv6 literal keeps its brackets."""
-    host = raw.decode("latin-1").strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.partition(":")[0]
+def _hostname(raw: bytes) -> str | None:
+    """``Host`` without its port, lower-cased; None when it is not a valid Host value."""
+    match = _HOST_HEADER.fullmatch(raw.decode("latin-1").strip().lower())
+    return match.group(1) if match else None
 
 
 class TrustedHostMiddleware:
     """Answers 400 to a request whose ``Host`` is not one the service answers for.
 
     Same rules as Starlette's ``TrustedHostMiddleware`` (exact names, ``*.example.com``
-    wildcards, port ignored) without building a ``Headers`` object per request: that
+    wildcards, port ignored), stricter on syntax (an invalid Host value, or two Host
+    fields, is a 400 as RFC 9112 3.2 asks), and without building a ``Headers`` object per request: that
     measured 9 us per request here, a tenth of the whole edge. No www redirect: an
     API answers for the names it is given, it does not move clients between them.
     ``exempt_paths`` are the kubelet's probes and the metrics scrape, which arrive
@@ -48,8 +50,9 @@ class TrustedHostMiddleware:
         verdict = self.verdicts.get(raw_host)
         if verdict is None:
             hostname = _hostname(raw_host)
-            verdict = hostname in self.exact_hosts or (
-                bool(self.host_suffixes) and hostname.endswith(self.host_suffixes)
+            verdict = hostname is not None and (
+                hostname in self.exact_hosts
+                or (bool(self.host_suffixes) and hostname.endswith(self.host_suffixes))
             )
             if len(self.verdicts) < MAX_HOST_CACHE:  # bounded: hosts are client input
                 self.verdicts[raw_host] = verdict
@@ -60,11 +63,13 @@ class TrustedHostMiddleware:
             await self.app(scope, receive, send)
             return
         raw_host = b""
+        hosts = 0
         for name, value in scope["headers"]:
             if name == b"host":
                 raw_host = value
-                break
-        if self.is_allowed(raw_host):
+                hosts += 1
+        # Two Host fields are a 400 (RFC 9112 3.2): proxies may disagree on which counts.
+        if hosts == 1 and self.is_allowed(raw_host):
             await self.app(scope, receive, send)
             return
         await send(
