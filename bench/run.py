@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     redis_lesson = RedisServer()
     redis_slow_gatehouse = RedisServer()
     redis_slow_lesson = RedisServer()
-    redises = [redis_plain, redis_lesson, redis_slow_gatehouse, redis_slow_lesson]
+    redis_windows = RedisServer()
+    redises = [redis_plain, redis_lesson, redis_slow_gatehouse, redis_slow_lesson, redis_windows]
     servers: list[Server] = []
     proxies: dict[str, DelayProxy] = {}
     rows: list[Row] = []
@@ -342,7 +343,18 @@ def main(argv: list[str] | None = None) -> int:
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_plain)},
             redis_plain,
         )
-        main_servers = [bare, lesson_memory, lesson_redis, gate_memory, gate_redis]
+        # Three windows in one check: still one script call, one round trip.
+        gate_windows = Server(
+            "gatehouse-redis-3-windows",
+            "gatehouse.main:app",
+            {
+                **GATEHOUSE_ENV,
+                "APP_REDIS_URL": url(redis_windows),
+                "APP_RATE_LIMIT_SEARCH": "1000000/second;10000000/minute;100000000/hour",
+            },
+            redis_windows,
+        )
+        main_servers = [bare, lesson_memory, lesson_redis, gate_memory, gate_redis, gate_windows]
         servers += main_servers
         for server in main_servers:
             server.start()

@@ -31,6 +31,13 @@ class ConfigMapVolume:
     def update(self, data: dict[str, str]) -> None:
         old = os.readlink(self.directory / "..data")
         self._write(data)
+        # As the kubelet does: a new key gets its link, a removed key loses it.
+        for key in data:
+            if not (self.directory / key).is_symlink():
+                (self.directory / key).symlink_to(Path("..data") / key)
+        for link in self.directory.iterdir():
+            if not link.name.startswith("..") and link.name not in data:
+                link.unlink()
         shutil.rmtree(self.directory / old)
 
     def _write(self, data: dict[str, str]) -> None:

@@ -23,6 +23,7 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
         "lesson-redis",
         "gatehouse-memory",
         "gatehouse-redis",
+        "gatehouse-redis-3-windows",
     }
     assert {server for scenario, server in rows if scenario == "throughput"} == expected_servers
     assert all(row["rps"] > 0 for row in rows.values())
@@ -30,6 +31,9 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
     assert "| throughput | gatehouse-redis |" in (tmp_path / "results.md").read_text()
     # Behaviour, not speed: one script call per limited request, none for a preflight.
     assert rows[("throughput", "gatehouse-redis")]["script_calls"] == pytest.approx(1.0, abs=0.05)
+    assert rows[("throughput", "gatehouse-redis-3-windows")]["script_calls"] == pytest.approx(
+        1.0, abs=0.05
+    )
     assert rows[("preflight", "gatehouse-redis")]["redis_commands"] == 0
     assert rows[("throughput", "gatehouse-redis")]["errors"] == 0
     # The pipelined client never needs more than one write per check.

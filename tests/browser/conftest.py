@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for item in items if item not in rest]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium_path() -> str:
     path = chromium()
     if path is None:  # a test selected some other way; the collection hook normally skips
@@ -107,7 +107,7 @@ class Origins:
     refused: str
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def origins() -> Iterator[Origins]:
     """The probe page served from two origins by http.server threads."""
     # 127.0.0.2 is another site for the browser (the allowed page is same-site with
@@ -129,7 +129,7 @@ def origins() -> Iterator[Origins]:
             server.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def api(origins: Origins, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """One gatehouse process for the layer: memory limits, the test route on."""
     server = ApiServer(
@@ -147,7 +147,7 @@ def api(origins: Origins, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser(chromium_path: str) -> Iterator[Any]:
     """Headless Chromium; Playwright gives it a fresh user-data dir and removes it."""
     playwright = sync_playwright().start()

@@ -19,10 +19,6 @@ import pytest
 
 from tests.browser.support import request_count, search_names, wait_for_requests
 
-pytestmark = pytest.mark.xfail(
-    reason="cross-site refusal not implemented yet (issue 10)", strict=True, raises=AssertionError
-)
-
 FORM_URLENCODED = "application/x-www-form-urlencoded"
 FORM_TEXT = "text/plain"
 

@@ -68,6 +68,77 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
         "/networkPolicy/clientNamespaces",
     ),
     ("dev-mode-not-a-boolean", {"devMode": {"enabled": "yes"}}, "/devMode/enabled"),
+    (
+        "rate-limit-mode-unknown",
+        {"config": {"rateLimit": {"mode": "maybe"}}},
+        "/config/rateLimit/mode",
+    ),
+    (
+        "cross-site-policy-unknown",
+        {"config": {"crossSitePolicy": "strict"}},
+        "/config/crossSitePolicy",
+    ),
+    (
+        "shadow-route-without-slash",
+        {"config": {"rateLimit": {"shadowRoutes": ["search"]}}},
+        "/config/rateLimit/shadowRoutes/0",
+    ),
+    (
+        "shadow-route-with-comma",
+        {"config": {"rateLimit": {"shadowRoutes": ["/search,/items"]}}},
+        "/config/rateLimit/shadowRoutes/0",
+    ),
+    (
+        "shadow-routes-not-a-list",
+        {"config": {"rateLimit": {"shadowRoutes": "/search"}}},
+        "/config/rateLimit/shadowRoutes",
+    ),
+    (
+        "route-rate-not-a-number",
+        {"config": {"rateLimit": {"routes": {"/search": "ten/minute"}}}},
+        "/config/rateLimit/routes",
+    ),
+    (
+        "route-rate-bad-second-window",
+        {"config": {"rateLimit": {"routes": {"/search": "10/second;ten/minute"}}}},
+        "/config/rateLimit/routes",
+    ),
+    (
+        "route-key-without-slash",
+        {"config": {"rateLimit": {"routes": {"search": "10/minute"}}}},
+        "/config/rateLimit/routes",
+    ),
+    ("routes-not-a-map", {"config": {"rateLimit": {"routes": [1]}}}, "/config/rateLimit/routes"),
+    (
+        "default-rate-trailing-separator",
+        {"config": {"rateLimit": {"default": "10/second;"}}},
+        "/config/rateLimit/default",
+    ),
+    (
+        "exempt-cidr-everyone",
+        {"config": {"rateLimit": {"exemptCIDRs": ["0.0.0.0/0"]}}},
+        "/config/rateLimit/exemptCIDRs/0",
+    ),
+    (
+        "exempt-cidr-everyone-ipv6",
+        {"config": {"rateLimit": {"exemptCIDRs": ["::/0"]}}},
+        "/config/rateLimit/exemptCIDRs/0",
+    ),
+    (
+        "exempt-cidr-everyone-any-address",
+        {"config": {"rateLimit": {"exemptCIDRs": ["10.0.0.0/0"]}}},
+        "/config/rateLimit/exemptCIDRs/0",
+    ),
+    (
+        "exempt-cidr-prefix-too-long",
+        {"config": {"rateLimit": {"exemptCIDRs": ["10.0.0.0/33"]}}},
+        "/config/rateLimit/exemptCIDRs/0",
+    ),
+    (
+        "exempt-cidr-not-an-address",
+        {"config": {"rateLimit": {"exemptCIDRs": ["monitoring"]}}},
+        "/config/rateLimit/exemptCIDRs/0",
+    ),
     ("dev-mode-unknown-key", {"devMode": {"reload": True}}, "'reload' not allowed"),
 ]
 
@@ -106,6 +177,15 @@ def test_valid_edge_values_are_accepted(tmp_path: Path) -> None:
         "image": {"tag": "1.2.3"},
         "networkPolicy": {"clientNamespaces": ["gatehouse-verify", "a", "team-0"]},
         "devMode": {"enabled": True},
+    }
+    values["config"]["crossSitePolicy"] = "off"
+    values["config"]["rateLimit"] = {
+        "default": "10/second; 100/minute",
+        "search": "2 per 10 seconds;100/hour",
+        "mode": "shadow",
+        "shadowRoutes": ["/search", "/items/{item_id}"],
+        "routes": {"/items/{item_id}": "5/second;100/minute", "/search": "1/second"},
+        "exemptCIDRs": ["10.64.200.0/24", "192.168.1.7/32", "fd00:1::/64"],
     }
     path = tmp_path / "ok.yaml"
     path.write_text(yaml.safe_dump(values))

@@ -133,6 +133,32 @@ ROWS: list[Row] = [
     Row("APP_RATE_LIMIT_DEFAULT", "lots", ("config.rateLimit.default", "lots")),
     Row("APP_RATE_LIMIT_SEARCH", "10/lightyear", ("config.rateLimit.search", "10/lightyear")),
     Row("APP_RATE_LIMIT_FAILURE_MODE", "maybe", ("config.rateLimit.failureMode", "maybe")),
+    Row("APP_RATE_LIMIT_MODE", "maybe", ("config.rateLimit.mode", "maybe")),
+    Row("APP_CROSS_SITE_POLICY", "strict", ("config.crossSitePolicy", "strict")),
+    Row("APP_RATE_LIMIT_SHADOW_ROUTES", "search", ("config.rateLimit.shadowRoutes", ["search"])),
+    # A JSON object: the line names the bad rate or key, not the whole object.
+    Row(
+        "APP_RATE_LIMIT_ROUTES",
+        '{"/search": "ten/minute"}',
+        ("config.rateLimit.routes", {"/search": "ten/minute"}),
+        show_value=False,
+    ),
+    Row(
+        "APP_RATE_LIMIT_ROUTES",
+        '{"search": "10/minute"}',
+        ("config.rateLimit.routes", {"search": "10/minute"}),
+        show_value=False,
+    ),
+    Row("APP_RATE_LIMIT_ROUTES", "[1]", ("config.rateLimit.routes", [1]), show_value=False),
+    Row(
+        "APP_RATE_LIMIT_EXEMPT_CIDRS", "0.0.0.0/0", ("config.rateLimit.exemptCIDRs", ["0.0.0.0/0"])
+    ),
+    Row("APP_RATE_LIMIT_EXEMPT_CIDRS", "::/0", ("config.rateLimit.exemptCIDRs", ["::/0"])),
+    Row(
+        "APP_RATE_LIMIT_EXEMPT_CIDRS",
+        "10.0.0.0/33",
+        ("config.rateLimit.exemptCIDRs", ["10.0.0.0/33"]),
+    ),
     Row("APP_REPLICAS", "0", ("replicaCount", 0)),
     Row("APP_REPLICAS", "10001"),
     Row("APP_REPLICAS", "two", ("replicaCount", "two")),

@@ -60,7 +60,7 @@ def test_a_changed_configmap_applies_without_a_restart(api_server, tmp_path):
     ]
     assert len(errors) == 1
     assert errors[0]["level"] == "error"
-    assert "APP_ALLOWED_ORIGINS_FILE" in errors[0]["message"]
+    assert "APP_ALLOWED_ORIGINS" in errors[0]["message"]
 
 
 def test_an_unreadable_or_bad_file_stops_start_up_with_one_line(tmp_path):

@@ -20,6 +20,10 @@ def main() -> None:
     except ConfigError as error:
         print(f"gatehouse: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Build the app before saying anything: a setting that is valid alone but not for
+    # this app (an unknown route template) still stops start-up with one line.
+    from .main import app
+
     print(
         f"gatehouse: serving on http://{settings.host}:{settings.port} "
         f"(environment {settings.environment}, "
@@ -29,7 +33,7 @@ def main() -> None:
         flush=True,
     )
     uvicorn.run(
-        "gatehouse.main:app",
+        app,
         host=settings.host,
         port=settings.port,
         proxy_headers=True,

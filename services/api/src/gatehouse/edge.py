@@ -6,6 +6,7 @@
     CORSMiddleware               the namespace's allowlist; preflights answered here
     TrustedHostMiddleware        Host allowlist; probe paths exempt
     HTTPSRedirectMiddleware      optional; probe paths exempt
+    CrossSiteRequestMiddleware   403 for unsafe requests a page on another site made
     RateLimitMiddleware          slowapi's declarations, counted in the shared Redis
     FastAPI app                  routing, validation, the routes
 
@@ -18,14 +19,17 @@ The FastAPI app's own 500 handler sits inside all of them.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 from prometheus_client import Counter, Histogram
 from slowapi import Limiter
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Scope
 
 from .metrics import Metrics
 from .middleware.cors import CORSMiddleware
+from .middleware.cross_site import CrossSiteRequestMiddleware
 from .middleware.https_redirect import HTTPSRedirectMiddleware
 from .middleware.request_context import (
     RequestContextMiddleware,
@@ -36,8 +40,13 @@ from .middleware.security_headers import SecurityHeadersMiddleware
 from .middleware.trusted_hosts import TrustedHostMiddleware
 from .ratelimit.failover import FailoverStore
 from .ratelimit.keys import request_key
-from .ratelimit.middleware import RATE_LIMIT_HEADERS, DecisionObserver, RateLimitMiddleware
-from .ratelimit.policy import build_route_table
+from .ratelimit.middleware import (
+    RATE_LIMIT_HEADERS,
+    DecisionObserver,
+    ExemptNetworks,
+    RateLimitMiddleware,
+)
+from .ratelimit.policy import RouteTable, build_route_table
 from .settings import Settings
 
 # The kubelet probes and Prometheus scrapes by pod IP: no Host allowlist can name it,
@@ -48,16 +57,62 @@ EXPOSED_HEADERS = (*RATE_LIMIT_HEADERS, "X-Request-ID")
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
+@dataclass
+class Edge:
+    """The composed edge and the layers a configuration reload reaches into."""
+
+    app: ASGIApp
+    cors: CORSMiddleware
+    cross_site: CrossSiteRequestMiddleware
+    rate_limit: RateLimitMiddleware
+    routes: list[BaseRoute]
+    limiter: Limiter
+
+    def apply(self, settings: Settings) -> None:
+        """Reloaded settings: the limit policy is built first, so a bad one changes nothing."""
+        table, exempt = rate_limit_policy(self.routes, self.limiter, settings)
+        self.rate_limit.replace_policy(table, exempt)
+        self.cors.replace_origins(settings.allowed_origins)
+        self.cross_site.replace_origins(settings.allowed_origins)
+        self.cross_site.policy = settings.cross_site_policy
+
+
+def rate_limit_policy(
+    routes: list[BaseRoute], limiter: Limiter, settings: Settings
+) -> tuple[RouteTable, ExemptNetworks]:
+    """The route table and exempt networks the settings describe (ValueError if unusable)."""
+    table = build_route_table(
+        routes,
+        limiter,
+        settings.rate_limit_default,
+        request_key,
+        # The search limit is a setting of its own; the code's declaration is its default.
+        overrides={"/search": settings.rate_limit_search, **settings.rate_limit_routes},
+        shadow_routes=settings.rate_limit_shadow_routes,
+        shadow_all=settings.rate_limit_mode == "shadow",
+    )
+    return table, ExemptNetworks(settings.rate_limit_exempt_cidrs)
+
+
 def build_edge(
     app: FastAPI,
     limiter: Limiter,
     settings: Settings,
     store: FailoverStore,
     metrics: Metrics,
-) -> tuple[ASGIApp, CORSMiddleware]:
-    """Wrap ``app`` in the edge, innermost first. Returns the edge and its CORS layer."""
-    table = build_route_table(app.routes, limiter, settings.rate_limit_default, request_key)
-    edge: ASGIApp = RateLimitMiddleware(app, table, store, on_decision=_decision_counter(metrics))
+) -> Edge:
+    """Wrap ``app`` in the edge, innermost first."""
+    table, exempt = rate_limit_policy(app.routes, limiter, settings)
+    rate_limit = RateLimitMiddleware(
+        app, table, store, on_decision=_decision_counter(metrics), exempt=exempt
+    )
+    cross_site = CrossSiteRequestMiddleware(
+        rate_limit,
+        allowed_origins=settings.allowed_origins,
+        policy=settings.cross_site_policy,
+        on_cross_site=lambda action: metrics.cross_site.labels(action).inc(),
+    )
+    edge: ASGIApp = cross_site
     if settings.https_redirect:
         edge = HTTPSRedirectMiddleware(edge, exempt_paths=INFRASTRUCTURE_PATHS)
     if "*" not in settings.trusted_hosts:
@@ -85,7 +140,7 @@ def build_edge(
         hsts_max_age=settings.hsts_max_age,
         docs_paths=DOCS_PATHS if settings.docs_enabled else (),
     )
-    return edge, cors
+    return Edge(edge, cors, cross_site, rate_limit, app.routes, limiter)
 
 
 def _decision_counter(metrics: Metrics) -> DecisionObserver:

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from .app import create_app
-from .config_reload import OriginsFileWatcher
+from .config_reload import ConfigWatcher
 from .edge import build_edge
 from .logs import configure_logging
 from .metrics import Metrics
@@ -47,18 +47,16 @@ def build(settings: Settings) -> ASGIApp:
     )
     background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     app, limiter = create_app(settings, store, metrics, background)
-    edge, cors = build_edge(app, limiter, settings, store, metrics)
+    edge = build_edge(app, limiter, settings, store, metrics)
     if settings.allowed_origins_file:
-        watcher = OriginsFileWatcher(
-            settings.allowed_origins_file,
-            cors.replace_origins,
-            interval=settings.config_reload_interval,
-            allow_credentials=settings.allow_credentials,
+        watcher = ConfigWatcher(
+            settings,
+            edge.apply,
             logger=logging.getLogger("gatehouse.config"),
             count=lambda result: metrics.config_reloads.labels(result).inc(),
         )
         background.append(watcher.run)
-    return edge
+    return edge.app
 
 
 def settings_or_exit() -> Settings:
@@ -71,4 +69,8 @@ def settings_or_exit() -> Settings:
 
 settings = settings_or_exit()
 configure_logging(settings.log_level)
-app = build(settings)
+try:
+    app = build(settings)
+except ValueError as error:  # settings valid alone, not with this app (an unknown route)
+    print(f"gatehouse: invalid configuration: {error}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -26,7 +26,8 @@ class Metrics:
         )
         self.ratelimit_decisions = Counter(
             "gatehouse_ratelimit_decisions",
-            "Rate-limit checks by route template and outcome (allowed, denied, unavailable).",
+            "Rate-limit checks by route template and outcome "
+            "(allowed, denied, unavailable, shadow_denied: a shadow limit that would refuse).",
             ("route", "decision"),
             registry=self.registry,
         )
@@ -51,9 +52,15 @@ class Metrics:
             buckets=REDIS_BUCKETS,
             registry=self.registry,
         )
+        self.cross_site = Counter(
+            "gatehouse_cross_site_requests",
+            "Unsafe requests from a page on another site, by action (refused, shadowed).",
+            ("action",),
+            registry=self.registry,
+        )
         self.config_reloads = Counter(
             "gatehouse_config_reloads",
-            "Reloads of the mounted allowlist file, by result (applied, rejected).",
+            "Reloads of the mounted ConfigMap, by result (applied, rejected).",
             ("result",),
             registry=self.registry,
         )

@@ -111,7 +111,7 @@ def parse_networks(values: list[str]) -> list[str]:
         except ValueError as error:
             raise ValueError(f"{value!r} is not an IP network in CIDR form") from error
         if network.prefixlen == 0:
-            raise ValueError(f"{value!r} trusts every address, like '*'; give the ingress CIDRs")
+            raise ValueError(f"{value!r} covers every address; give specific networks")
         networks.append(str(network))
     return networks
 
@@ -122,7 +122,7 @@ def validate_rate(value: str) -> str:
         items = parse_many(value)
     except ValueError as error:
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')") from error
-    if not items or any(item.amount < 1 for item in items):
+    if not items or any(item.amount < 1 or item.get_expiry() < 1 for item in items):
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')")
     return value
 
@@ -170,6 +170,16 @@ class Settings(BaseSettings):
     rate_limit_default: str = "100/minute"
     rate_limit_search: str = "10/minute"
     rate_limit_failure_mode: Literal["open", "closed"] = "open"
+    # "shadow": every limit is counted exactly but never refuses (a dry run).
+    rate_limit_mode: Literal["enforce", "shadow"] = "enforce"
+    # Route templates whose limit runs in shadow mode ("/search,/items/{item_id}").
+    rate_limit_shadow_routes: Annotated[list[str], NoDecode] = []
+    # Per-route limits, a JSON object of route template -> rate; they win over the code's.
+    rate_limit_routes: dict[str, str] = {}
+    # Client networks never limited (the office, internal monitoring).
+    rate_limit_exempt_cidrs: Annotated[list[str], NoDecode] = []
+    # Unsafe requests from a page on a site outside the allowlist: refuse, shadow or off.
+    cross_site_policy: Literal["refuse", "shadow", "off"] = "refuse"
     replicas: int = Field(default=1, ge=1, le=10000)
     # Seconds between attempts to return to Redis after it failed.
     redis_retry_interval: float = Field(default=1.0, gt=0, le=60)
@@ -187,6 +197,8 @@ class Settings(BaseSettings):
         "cors_allow_methods",
         "cors_allow_headers",
         "trusted_hosts",
+        "rate_limit_shadow_routes",
+        "rate_limit_exempt_cidrs",
         mode="before",
     )(_split_list)
 
@@ -252,6 +264,28 @@ class Settings(BaseSettings):
     def _check_rate(cls, value: str) -> str:
         return validate_rate(value)
 
+    @field_validator("rate_limit_routes")
+    @classmethod
+    def _check_route_rates(cls, routes: dict[str, str]) -> dict[str, str]:
+        for template, rate in routes.items():
+            if not template.startswith("/"):
+                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+            validate_rate(rate)
+        return routes
+
+    @field_validator("rate_limit_shadow_routes")
+    @classmethod
+    def _check_templates(cls, templates: list[str]) -> list[str]:
+        for template in templates:
+            if not template.startswith("/"):
+                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+        return templates
+
+    @field_validator("rate_limit_exempt_cidrs")
+    @classmethod
+    def _check_exempt(cls, values: list[str]) -> list[str]:
+        return parse_networks(values)
+
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
@@ -314,7 +348,7 @@ class ProxySettings(BaseSettings):
         return parse_networks(values)
 
 
-def _one_line(error: ValidationError, prefix: str) -> str:
+def one_line(error: ValidationError, prefix: str) -> str:
     first = error.errors()[0]
     location = first["loc"][0] if first["loc"] else ""
     name = f"{prefix}{str(location).upper()}" if location else ""
@@ -345,7 +379,7 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as error:
-        raise ConfigError(_one_line(error, "APP_")) from None
+        raise ConfigError(one_line(error, "APP_")) from None
     except ValueError as error:  # a JSON list that does not parse
         raise ConfigError(f"invalid configuration: {error}") from None
 
@@ -354,4 +388,4 @@ def load_proxy_settings() -> ProxySettings:
     try:
         return ProxySettings()
     except ValidationError as error:
-        raise ConfigError(_one_line(error, "")) from None
+        raise ConfigError(one_line(error, "")) from None

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import ipaddress
 import json
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,8 +26,42 @@ RATE_LIMIT_HEADERS = (
 )
 PROBLEM_JSON = (b"content-type", b"application/problem+json")
 
-# Called per decision: (route template, "allowed" | "denied" | "unavailable").
+# Called per decision: (route template, "allowed" | "denied" | "unavailable" |
+# "shadow_denied", the last for a shadow limit that would have refused).
 DecisionObserver = Callable[[str, str], None]
+MAX_EXEMPT_CACHE = 4096
+
+
+class ExemptNetworks:
+    """Client networks that are never limited (``APP_RATE_LIMIT_EXEMPT_CIDRS``).
+
+    Matched on the client IP uvicorn resolved from trusted proxies, never the raw peer,
+    so only the ingress can vouch for an exempt address.
+    """
+
+    def __init__(self, networks: Collection[str] = ()) -> None:
+        self.networks = tuple(ipaddress.ip_network(network) for network in networks)
+        self.verdicts: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+    def __contains__(self, host: str) -> bool:
+        verdict = self.verdicts.get(host)
+        if verdict is None:
+            try:
+                address = ipaddress.ip_address(host)
+            except ValueError:
+                verdict = False
+            else:
+                verdict = any(address in network for network in self.networks)
+            if len(self.verdicts) < MAX_EXEMPT_CACHE:
+                self.verdicts[host] = verdict
+        return verdict
+
+
+def _describe(policy: RoutePolicy) -> str:
+    return "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
 
 
 def _problem(status: int, title: str, detail: str) -> bytes:
@@ -50,12 +86,20 @@ class RateLimitMiddleware:
         store: FailoverStore,
         key_prefix: str = "gatehouse",
         on_decision: DecisionObserver | None = None,
+        exempt: ExemptNetworks | None = None,
+        logger: logging.Logger | None = None,
     ) -> None:
         self.app = app
         self.table = table
+        self.exempt = exempt or ExemptNetworks()
         self.store = store
         self.key_prefix = key_prefix
         self.on_decision = on_decision or (lambda route, decision: None)
+        self.logger = logger or logging.getLogger("gatehouse.ratelimit")
+
+    def replace_policy(self, table: RouteTable, exempt: ExemptNetworks) -> None:
+        """A reloaded policy: both swapped between two requests, never half."""
+        self.table, self.exempt = table, exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +109,11 @@ class RateLimitMiddleware:
         if policy is None:
             await self.app(scope, receive, send)
             return
+        if self.exempt:
+            client = scope.get("client")
+            if client and client[0] in self.exempt:
+                await self.app(scope, receive, send)
+                return
 
         scope[LIMITED_ROUTE_KEY] = policy.route
         client = policy.key_func(Request(scope)) if policy.key_func else client_key(scope)
@@ -78,6 +127,9 @@ class RateLimitMiddleware:
             verdict = await self.store.hit(keys, policy.windows, policy.cost)
         except LimitUnavailable as unavailable:
             self.on_decision(policy.route, "unavailable")
+            if policy.shadow:
+                await self.app(scope, receive, send)
+                return
             await self._refuse(
                 send,
                 503,
@@ -86,14 +138,25 @@ class RateLimitMiddleware:
             )
             return
 
+        if policy.shadow:
+            # Counted exactly as if enforced; the client sees nothing of it.
+            if verdict.allowed:
+                self.on_decision(policy.route, "allowed")
+            else:
+                self.on_decision(policy.route, "shadow_denied")
+                self.logger.info(
+                    "shadow limit would have refused",
+                    extra={"fields": {"route": policy.route, "client": client, "limit": _describe(policy)}},
+                )
+            await self.app(scope, receive, send)
+            return
+
         headers = self._headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
             self.on_decision(policy.route, "denied")
             headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
-            detail = "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
-            await self._refuse(
-                send, 429, _problem(429, "Too Many Requests", f"limit {detail}"), headers
-            )
+            body = _problem(429, "Too Many Requests", f"limit {_describe(policy)}")
+            await self._refuse(send, 429, body, headers)
             return
 
         self.on_decision(policy.route, "allowed")

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,13 +38,14 @@ def parse_windows(rate: str) -> tuple[Window, ...]:
 class RoutePolicy:
     """The limit that applies to one route template."""
 
-    name: str  # the policy's name in the RateLimit headers and in Redis keys
-    route: str  # the route template, for metrics
+    name: str  # the policy's name in the RateLimit headers
+    route: str  # the route template: metrics, and (braces made angle) the Redis key
     windows: tuple[Window, ...]
     cost: int = 1
     methods: frozenset[str] | None = None  # None: every method the route answers
     per_method: bool = False
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
+    shadow: bool = False  # counted exactly, never refused, no headers: a dry run
     # Worked out once, so a check only formats what changes per request.
     policy_header: bytes = field(init=False)
     key_suffixes: tuple[str, ...] = field(init=False)
@@ -59,7 +60,10 @@ class RoutePolicy:
         ]
         constants = {
             "policy_header": ", ".join(items).encode("latin-1"),
-            "key_suffixes": tuple(f":{self.name}:{w.amount}/{w.seconds}" for w in self.windows),
+            "key_suffixes": tuple(
+                f":{self.route.replace('{', '<').replace('}', '>')}:{w.amount}/{w.seconds}"
+                for w in self.windows
+            ),
             "limit_values": tuple(b"%d" % window.amount for window in self.windows),
             "item_names": tuple(f'"{name}"'.encode("latin-1") for name in names),
         }
@@ -117,15 +121,32 @@ def build_route_table(
     limiter: Any,
     default_rate: str,
     default_key_func: RequestKeyFunc,
+    overrides: Mapping[str, str] | None = None,
+    shadow_routes: Collection[str] = (),
+    shadow_all: bool = False,
 ) -> RouteTable:
     """Read slowapi's declarations (``@limiter.limit``, ``@limiter.exempt``) per route.
 
     slowapi keeps them by endpoint name (``module.function``); routes without a
-    declaration get ``default_rate``, as slowapi's ``default_limits`` would.
+    declaration get ``default_rate``, as slowapi's ``default_limits`` would. Operators
+    adjust per environment: ``overrides`` (route template -> rate) replace a route's
+    limit, ``shadow_routes`` (templates) or ``shadow_all`` count without refusing.
+    Each route has its own budget, whichever limit it has.
     """
+    overrides = overrides or {}
     if limiter._dynamic_route_limits:
         names = ", ".join(sorted(limiter._dynamic_route_limits))
         raise ValueError(f"limits given as callables are not supported: {names}")
+    templates = {route.path for route in routes if isinstance(route, Route)}
+    for variable, named in (
+        ("APP_RATE_LIMIT_ROUTES", overrides),
+        ("APP_RATE_LIMIT_SHADOW_ROUTES", shadow_routes),
+    ):
+        unknown = sorted(set(named) - templates)
+        if unknown:
+            raise ValueError(
+                f"{variable}: no such route {', '.join(unknown)} (routes: {', '.join(sorted(templates))})"
+            )
     default_windows = parse_windows(default_rate)
     entries: list[tuple[Route, RoutePolicy | None]] = []
     for route in routes:
@@ -134,17 +155,23 @@ def build_route_table(
         endpoint = route.endpoint
         qualified = f"{endpoint.__module__}.{endpoint.__name__}"
         template = route.path
+        shadow = shadow_all or template in shadow_routes
         if qualified in limiter._exempt_routes:
             entries.append((route, None))
             continue
-        declared = limiter._route_limits.get(qualified)
+        declared = limiter._route_limits.get(qualified) or []
+        if template in overrides:
+            windows = parse_windows(overrides[template])
+        elif declared:
+            windows = tuple(Window(lim.limit.amount, int(lim.limit.get_expiry())) for lim in declared)
+        else:
+            entries.append((route, RoutePolicy("default", template, default_windows, shadow=shadow)))
+            continue
         if not declared:
-            entries.append((route, RoutePolicy("default", template, default_windows)))
+            entries.append((route, RoutePolicy(endpoint.__name__, template, windows, shadow=shadow)))
             continue
         first = declared[0]
-        if any(
-            limit.cost != first.cost or limit.key_func is not first.key_func for limit in declared
-        ):
+        if any(lim.cost != first.cost or lim.key_func is not first.key_func for lim in declared):
             raise ValueError(f"{qualified}: all limits of a route must share cost and key")
         if not isinstance(first.cost, int):
             raise ValueError(f"{qualified}: a callable cost is not supported")
@@ -155,16 +182,14 @@ def build_route_table(
                 RoutePolicy(
                     name=endpoint.__name__,
                     route=template,
-                    windows=tuple(
-                        Window(limit.limit.amount, int(limit.limit.get_expiry()))
-                        for limit in declared
-                    ),
+                    windows=windows,
                     cost=first.cost,
                     methods=frozenset(m.upper() for m in first.methods) if first.methods else None,
                     per_method=first.per_method,
                     key_func=key_func,
+                    shadow=shadow,
                 ),
             )
         )
-    unmatched = RoutePolicy("default", "<unmatched>", default_windows)
+    unmatched = RoutePolicy("default", "<unmatched>", default_windows, shadow=shadow_all)
     return RouteTable(entries, unmatched)
