@@ -108,7 +108,9 @@ class ConfigWatcher:
                 try:
                     values[field] = json.loads(text) if text else {}
                 except (ValueError, RecursionError):
-                    raise ValueError(f"APP_RATE_LIMIT_ROUTES: not a JSON object: {text[:80]!r}") from None
+                    raise ValueError(
+                        f"APP_RATE_LIMIT_ROUTES: not a JSON object: {text[:80]!r}"
+                    ) from None
             else:
                 values[field] = text
         # The origins come from APP_ALLOWED_ORIGINS_FILE itself (read again by the model).

@@ -72,7 +72,11 @@ class CrossSiteRequestMiddleware:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        fields = {"method": scope["method"], "path": scope["path"], "client_ip": client[0] if client else None}
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "client_ip": client[0] if client else None,
+        }
         if self.policy == "shadow":
             self.on_cross_site("shadowed")
             self.logger.info("cross-site request would have been refused", extra={"fields": fields})

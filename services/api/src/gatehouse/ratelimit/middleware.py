@@ -146,7 +146,13 @@ class RateLimitMiddleware:
                 self.on_decision(policy.route, "shadow_denied")
                 self.logger.info(
                     "shadow limit would have refused",
-                    extra={"fields": {"route": policy.route, "client": client, "limit": _describe(policy)}},
+                    extra={
+                        "fields": {
+                            "route": policy.route,
+                            "client": client,
+                            "limit": _describe(policy),
+                        }
+                    },
                 )
             await self.app(scope, receive, send)
             return

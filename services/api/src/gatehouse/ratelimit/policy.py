@@ -163,12 +163,18 @@ def build_route_table(
         if template in overrides:
             windows = parse_windows(overrides[template])
         elif declared:
-            windows = tuple(Window(lim.limit.amount, int(lim.limit.get_expiry())) for lim in declared)
+            windows = tuple(
+                Window(lim.limit.amount, int(lim.limit.get_expiry())) for lim in declared
+            )
         else:
-            entries.append((route, RoutePolicy("default", template, default_windows, shadow=shadow)))
+            entries.append(
+                (route, RoutePolicy("default", template, default_windows, shadow=shadow))
+            )
             continue
         if not declared:
-            entries.append((route, RoutePolicy(endpoint.__name__, template, windows, shadow=shadow)))
+            entries.append(
+                (route, RoutePolicy(endpoint.__name__, template, windows, shadow=shadow))
+            )
             continue
         first = declared[0]
         if any(lim.cost != first.cost or lim.key_func is not first.key_func for lim in declared):
