@@ -173,5 +173,5 @@ def redis_search_count(stack: Stack, env: str) -> int:
     """The shared count of /search in the environment's Redis (every window key summed)."""
     redis = stack.redis_client(env)
     # gatehouse:{<client>}:<route name>:<amount>/<seconds>
-    keys = [key for key in redis.keys("gatehouse:*") if b"}:search:" in key]
+    keys = [key for key in redis.keys("gatehouse:*") if b"}:/search:" in key]
     return sum(int(redis.get(key) or 0) for key in keys)

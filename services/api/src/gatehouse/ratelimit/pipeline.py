@@ -117,9 +117,13 @@ class PipelinedRedis:
 
     async def execute(self, *parts: bytes | str | int) -> Any:
         """Send one command; its reply, or RedisUnavailable within the timeout."""
+        return await self.execute_encoded(encode_command(*parts))
+
+    async def execute_encoded(self, command: bytes) -> Any:
+        """Send one command already in RESP form (see ``PipelinedScript``)."""
         if self.transport is None:
             await self._connect()
-        return await self._queue(encode_command(*parts))
+        return await self._queue(command)
 
     def _queue(self, command: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -215,10 +219,16 @@ class PipelinedScript:
         self.connection = connection
         self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        # The command's fixed start, encoded once; a check only encodes its keys and args.
+        self.evalsha_head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
 
     async def __call__(self, keys: list[str], args: list[int]) -> Any:
+        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), self.evalsha_head]
+        for part in (str(len(keys)), *keys, *map(str, args)):
+            data = part.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
         try:
-            return await self.connection.execute("EVALSHA", self.sha, len(keys), *keys, *args)
+            return await self.connection.execute_encoded(b"".join(parts))
         except RedisReplyError as error:
             if not str(error).startswith("NOSCRIPT"):
                 raise
