@@ -22,7 +22,6 @@ import logging
 from dataclasses import dataclass
 
 from fastapi import FastAPI
-from prometheus_client import Counter, Histogram
 from slowapi import Limiter
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Scope
@@ -144,37 +143,17 @@ def build_edge(
 
 
 def _decision_counter(metrics: Metrics) -> DecisionObserver:
-    children: dict[tuple[str, str], Counter] = {}
-
-    def count(route: str, decision: str) -> None:
-        child = children.get((route, decision))
-        if child is None:
-            child = children[(route, decision)] = metrics.ratelimit_decisions.labels(
-                route, decision
-            )
-        child.inc()
-
-    return count
+    return metrics.hot_path.count_decision
 
 
 def _request_observer(metrics: Metrics, access_log: bool) -> RequestObserver:
     logger = logging.getLogger("gatehouse.access")
-    counters: dict[tuple[str, str, int], Counter] = {}
-    timers: dict[str, Histogram] = {}
+    observe_request = metrics.hot_path.observe_request
 
     def observe(scope: Scope, status: int, duration: float, request_id: str) -> None:
         route = route_template(scope)
         method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
-        counter = counters.get((route, method, status))
-        if counter is None:
-            counter = counters[(route, method, status)] = metrics.requests.labels(
-                route, method, str(status)
-            )
-        counter.inc()
-        timer = timers.get(route)
-        if timer is None:
-            timer = timers[route] = metrics.request_duration.labels(route)
-        timer.observe(duration)
+        observe_request(route, method, status, duration)
         if access_log:
             client = scope.get("client")
             logger.info(

@@ -21,6 +21,7 @@ from .metrics import Metrics
 from .ratelimit.failover import FailoverStore
 from .ratelimit.storage import RedisWindowStore, connect_runner
 from .settings import ConfigError, Settings, load_settings
+from .startup_checks import StartupCheckError, check_redis_tls
 
 
 def build(settings: Settings) -> ASGIApp:
@@ -69,6 +70,16 @@ def settings_or_exit() -> Settings:
 
 settings = settings_or_exit()
 configure_logging(settings.log_level)
+try:
+    check_redis_tls(
+        settings.redis_url,
+        settings.redis_ca_file,
+        settings.redis_timeout,
+        logging.getLogger("gatehouse.startup"),
+    )
+except StartupCheckError as error:  # a certificate no configured CA signed: cannot work
+    print(f"gatehouse: {error}", file=sys.stderr)
+    raise SystemExit(2) from None
 try:
     app = build(settings)
 except ValueError as error:  # settings valid alone, not with this app (an unknown route)

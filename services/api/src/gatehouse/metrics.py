@@ -2,35 +2,81 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 
 
-class Metrics:
+class HotPathStats:
+    """The per-request metrics, kept as plain integers and exported at scrape time.
+
+    prometheus-client's labelled Counter and Histogram take a lock per increment and
+    walk the buckets in Python: three of them per request measured about 5 us, a tenth
+    of the edge. All of this runs on the one event loop (the scrape too), so plain
+    dictionaries are exact and need no lock.
+    """
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
+        self.requests: dict[tuple[str, str, int], int] = {}
+        # route -> [count per bucket (the last is +Inf), sum of seconds]
+        self.durations: dict[str, list[float]] = {}
+        self.decisions: dict[tuple[str, str], int] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        histogram = self.durations.get(route)
+        if histogram is None:
+            histogram = self.durations[route] = [0.0] * (len(REQUEST_BUCKETS) + 2)
+        histogram[bisect_left(REQUEST_BUCKETS, seconds)] += 1
+        histogram[-1] += seconds
+
+    def count_decision(self, route: str, decision: str) -> None:
+        key = (route, decision)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
             "gatehouse_http_requests",
             "HTTP requests by route template, method and status.",
-            ("route", "method", "status"),
-            registry=self.registry,
+            labels=("route", "method", "status"),
         )
-        self.request_duration = Histogram(
+        for (route, method, status), count in sorted(self.requests.items()):
+            requests.add_metric((route, method, str(status)), count)
+        yield requests
+        durations = HistogramMetricFamily(
             "gatehouse_http_request_duration_seconds",
             "Time from request to the end of the response, by route template.",
-            ("route",),
-            buckets=REQUEST_BUCKETS,
-            registry=self.registry,
+            labels=("route",),
         )
-        self.ratelimit_decisions = Counter(
+        for route, histogram in sorted(self.durations.items()):
+            cumulative, buckets = 0.0, []
+            for bound, observed in zip((*REQUEST_BUCKETS, float("inf")), histogram, strict=False):
+                cumulative += observed
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            durations.add_metric((route,), buckets, histogram[-1])
+        yield durations
+        decisions = CounterMetricFamily(
             "gatehouse_ratelimit_decisions",
             "Rate-limit checks by route template and outcome "
             "(allowed, denied, unavailable, shadow_denied: a shadow limit that would refuse).",
-            ("route", "decision"),
-            registry=self.registry,
+            labels=("route", "decision"),
         )
+        for (route, decision), count in sorted(self.decisions.items()):
+            decisions.add_metric((route, decision), count)
+        yield decisions
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.hot_path = HotPathStats()
+        self.registry.register(self.hot_path)
         self.ratelimit_storage_errors = Counter(
             "gatehouse_ratelimit_storage_errors",
             "Rate-limit checks that Redis failed to answer (timeouts, refused connections).",

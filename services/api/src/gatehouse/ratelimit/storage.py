@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
@@ -8,7 +9,9 @@ from typing import Any, NamedTuple, Protocol
 from limits.aio.storage import RedisStorage
 from limits.aio.storage.redis.redispy import RedispyBridge
 from limits.storage import storage_from_string
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
 
 from .pipeline import PipelinedRedis, PipelinedScript, RedisReplyError, RedisUnavailable
 from .policy import Window
@@ -104,21 +107,44 @@ class RedisPyRunner:
     def __init__(self, client: Any, timeout: float) -> None:
         self.client = client
         self.timeout = timeout
-        self.script = client.register_script(CHECK_SCRIPT)
+        self.sha = hashlib.sha1(CHECK_SCRIPT.encode(), usedforsecurity=False).hexdigest()
+        # Until one call has succeeded, calls go one at a time (see ``run``).
+        self.warm = False
+        self.first_call = asyncio.Lock()
 
     @classmethod
     def from_url(
         cls, url: str, password: str | None, timeout: float, ca_file: str | None = None
     ) -> RedisPyRunner:
+        """The client ``limits`` builds for ``url``, with fail-fast options for its kind.
+
+        Credentials in the URL reach every node (and, for Sentinel, the sentinels too,
+        as ``limits`` does); ``password`` (APP_REDIS_PASSWORD) reaches the data nodes.
+        """
+        scheme = url.split("://", 1)[0]
         options: dict[str, Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            # Fail fast: the failure mode decides what to do; retries would only
-            # multiply the time a request waits on a dead Redis.
-            "retry_on_timeout": False,
-            "retry": None,
             "health_check_interval": 0,
         }
+        if scheme == "redis+cluster":
+            # RedisCluster takes no per-connection ``retry_on_timeout``; its ``retry``
+            # counts whole attempts (reconnect and re-read the slot map). One more
+            # attempt lets a request ride over a node that just moved, within the
+            # timeout below; MOVED, ASK and TRYAGAIN are followed whatever this says.
+            options["retry"] = Retry(NoBackoff(), 1)
+        else:
+            # Fail fast: the failure mode decides what to do; retries would only
+            # multiply the time a request waits on a dead Redis.
+            options["retry"] = Retry(NoBackoff(), 0)
+        if scheme == "redis+sentinel":
+            # Without this, ``limits`` hands the sentinels no socket timeouts at all:
+            # one silent sentinel would hold every reconnect past the timeout.
+            sentinel_options: dict[str, Any] = {
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
+            options["sentinel_kwargs"] = sentinel_options
         if password:
             options["password"] = password
         if ca_file:
@@ -126,15 +152,38 @@ class RedisPyRunner:
         storage = storage_from_string(f"async+{url}", implementation="redispy", **options)
         bridge = getattr(storage, "bridge", None)
         if not isinstance(storage, RedisStorage) or not isinstance(bridge, RedispyBridge):
-            raise ValueError(f"{url.split('://', 1)[0]} is not a Redis storage")  # pragma: no cover
+            raise ValueError(f"{scheme} is not a Redis storage")  # pragma: no cover
         return cls(bridge.get_connection(), timeout)
 
     async def run(self, keys: list[str], args: list[int]) -> Any:
         try:
             async with asyncio.timeout(self.timeout):
-                return await self.script(keys=keys, args=args)
+                if not self.warm:
+                    # A cold client (no slot map, no connections) met by a burst:
+                    # every waiting check would discover the topology and open
+                    # connections at once. Measured on a cold cluster client under
+                    # three replicas' burst: redis-py failed checks on transports it
+                    # had closed under them. One call warms it; the rest follow.
+                    async with self.first_call:
+                        if not self.warm:
+                            reply = await self._call(keys, args)
+                            self.warm = True
+                            return reply
+                return await self._call(keys, args)
         except (RedisError, OSError, TimeoutError) as error:
             raise StorageError(f"{type(error).__name__}: {error}") from error
+
+    async def _call(self, keys: list[str], args: list[int]) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A node that never saw the script (a fresh primary, one promoted after a
+            # failover: Redis 7 does not replicate the script cache). EVAL runs it on
+            # that node and caches it there. redis-py's own Script would SCRIPT LOAD
+            # on every primary for every waiting check at once: measured on a fresh
+            # cluster, a burst of 180 checks then opened connections faster than the
+            # timeout allowed and ten of them failed.
+            return await self.client.eval(CHECK_SCRIPT, len(keys), *keys, *args)
 
     async def ping(self) -> bool:
         try:
