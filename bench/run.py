@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             return f"redis://127.0.0.1:{port or server.port}/0"
 
         bare = Server("bare", "bench.apps.bare:app", {})
+        bare_headers = Server("bare+16-headers", "bench.apps.bare_headers:app", {})
         lesson_memory = Server(
             "lesson-memory", "bench.apps.lesson:app", {"BENCH_STORAGE_URI": "memory://"}
         )
@@ -354,7 +355,15 @@ def main(argv: list[str] | None = None) -> int:
             },
             redis_windows,
         )
-        main_servers = [bare, lesson_memory, lesson_redis, gate_memory, gate_redis, gate_windows]
+        main_servers = [
+            bare,
+            bare_headers,
+            lesson_memory,
+            lesson_redis,
+            gate_memory,
+            gate_redis,
+            gate_windows,
+        ]
         servers += main_servers
         for server in main_servers:
             server.start()

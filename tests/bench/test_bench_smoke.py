@@ -19,6 +19,7 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
     rows = {(row["scenario"], row["server"]): row for row in data["rows"]}
     expected_servers = {
         "bare",
+        "bare+16-headers",
         "lesson-memory",
         "lesson-redis",
         "gatehouse-memory",

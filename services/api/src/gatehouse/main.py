@@ -36,7 +36,7 @@ def build(settings: Settings) -> ASGIApp:
             client=settings.redis_client,
             ca_file=settings.redis_ca_file,
         )
-        primary = RedisWindowStore(runner, observe_latency=metrics.redis_latency.observe)
+        primary = RedisWindowStore(runner, observe_latency=metrics.hot_path.observe_redis)
     store = FailoverStore(
         primary,
         mode=settings.rate_limit_failure_mode,

@@ -5,11 +5,20 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+
+
+def _cumulative(bounds: tuple[float, ...], histogram: list[float]) -> list[tuple[str, float]]:
+    """Prometheus buckets (cumulative, ``le`` labels) from per-bucket counts."""
+    total, buckets = 0.0, []
+    for bound, observed in zip((*bounds, float("inf")), histogram, strict=False):
+        total += observed
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), total))
+    return buckets
 
 
 class HotPathStats:
@@ -26,6 +35,7 @@ class HotPathStats:
         # route -> [count per bucket (the last is +Inf), sum of seconds]
         self.durations: dict[str, list[float]] = {}
         self.decisions: dict[tuple[str, str], int] = {}
+        self.redis_latency = [0.0] * (len(REDIS_BUCKETS) + 2)  # one series, like durations
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -35,6 +45,10 @@ class HotPathStats:
             histogram = self.durations[route] = [0.0] * (len(REQUEST_BUCKETS) + 2)
         histogram[bisect_left(REQUEST_BUCKETS, seconds)] += 1
         histogram[-1] += seconds
+
+    def observe_redis(self, seconds: float) -> None:
+        self.redis_latency[bisect_left(REDIS_BUCKETS, seconds)] += 1
+        self.redis_latency[-1] += seconds
 
     def count_decision(self, route: str, decision: str) -> None:
         key = (route, decision)
@@ -55,12 +69,13 @@ class HotPathStats:
             labels=("route",),
         )
         for route, histogram in sorted(self.durations.items()):
-            cumulative, buckets = 0.0, []
-            for bound, observed in zip((*REQUEST_BUCKETS, float("inf")), histogram, strict=False):
-                cumulative += observed
-                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-            durations.add_metric((route,), buckets, histogram[-1])
+            durations.add_metric((route,), _cumulative(REQUEST_BUCKETS, histogram), histogram[-1])
         yield durations
+        redis = HistogramMetricFamily(
+            "gatehouse_redis_latency_seconds", "Round-trip time of the rate-limit script."
+        )
+        redis.add_metric((), _cumulative(REDIS_BUCKETS, self.redis_latency), self.redis_latency[-1])
+        yield redis
         decisions = CounterMetricFamily(
             "gatehouse_ratelimit_decisions",
             "Rate-limit checks by route template and outcome "
@@ -90,12 +105,6 @@ class Metrics:
         self.cors_rejections = Counter(
             "gatehouse_cors_rejections",
             "Requests whose Origin is not on the allowlist.",
-            registry=self.registry,
-        )
-        self.redis_latency = Histogram(
-            "gatehouse_redis_latency_seconds",
-            "Round-trip time of the rate-limit script.",
-            buckets=REDIS_BUCKETS,
             registry=self.registry,
         )
         self.cross_site = Counter(

@@ -87,9 +87,10 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [
-                    pair for pair in message.get("headers", ()) if pair[0].lower() not in owned
-                ]
+                headers = list(message.get("headers", ()))
+                # ASGI header names are lower-case; most responses set none of ours.
+                if any(name in owned for name, _ in headers):
+                    headers = [pair for pair in headers if pair[0] not in owned]
                 headers.extend(extra)
                 message["headers"] = headers
             await send(message)
