@@ -3,6 +3,7 @@
     python -m stack up                              # local and local-b, side by side
     python -m stack up --env local                  # namespace A only
     python -m stack up --set config.rateLimit.search=5/minute
+    python -m stack up --runtime container          # API replicas as containers of IMAGE
 
 ``--set`` is helm's and applies to every environment given. SIGINT, SIGTERM and SIGHUP
 stop every process the stack started and remove its temporary directory.
@@ -11,6 +12,7 @@ stop every process the stack started and remove its temporary directory.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
 import signal
@@ -18,7 +20,8 @@ import sys
 import time
 from types import FrameType
 
-from .harness import ENVIRONMENTS, Stack
+from .harness import ENVIRONMENTS, RUNTIMES, Stack
+from .loopback import LoopbackError
 from .processes import StartError
 from .render import RenderError
 
@@ -69,16 +72,32 @@ def main(argv: list[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="helm --set, every env"
     )
     parser.add_argument("--port", type=int, help="ingress port (default: a free one)")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default=os.environ.get("STACK_RUNTIME") or "process",
+        help="API replicas as local processes, or as containers of --image "
+        "(default: $STACK_RUNTIME, else process)",
+    )
+    parser.add_argument(
+        "--image",
+        default=os.environ.get("IMAGE") or "gatehouse-api:dev",
+        help="the image of the container runtime, built by scripts/build-image when missing "
+        "(default: $IMAGE, else gatehouse-api:dev)",
+    )
     args = parser.parse_args(argv)
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _stop)
     specs = [ENVIRONMENTS[name].with_sets(*args.set) for name in args.env or sorted(ENVIRONMENTS)]
-    stack = Stack(specs, ingress_port=args.port)
+    stack = Stack(specs, ingress_port=args.port, runtime=args.runtime, image=args.image)
     try:
         started = time.monotonic()
         stack.up()
-        print(f"stack up in {time.monotonic() - started:.1f} s (rendered by scripts/helm template)")
+        print(
+            f"stack up in {time.monotonic() - started:.1f} s (rendered by scripts/helm template; "
+            f"runtime {stack.runtime}{', image ' + stack.image if stack.runtime == 'container' else ''})"
+        )
         print("\n".join(stack.summary()))
         print("\nTry:\n" + "\n".join(examples(stack)))
         print("\nCtrl-C stops everything.", flush=True)
@@ -95,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
         return 0
-    except (StartError, RenderError) as error:
+    except (StartError, RenderError, LoopbackError) as error:
         print(f"stack: {error}", file=sys.stderr)
         return 1
     finally:

@@ -12,6 +12,11 @@ Addresses model the network:
     127.0.2<i>.<n>        API pods of environment i (127.0.20.x for the first, 127.0.21.x ...)
     127.0.30.<10*i + n>   Redis pods (127.0.30.1 for the first environment, 127.0.30.11 ...)
     127.0.50.x            clients (outside every trusted CIDR; chosen by the caller)
+
+Runtimes: ``process`` (the default) runs every container as a local process;
+``container`` runs the API pods as containers of the built image on the host network,
+with the rendered security context (``stack.containers``). Redis and nginx are local
+processes either way.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -26,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import kubelet, loopback
+from . import containers, kubelet, loopback
+from .containers import ContainerProcess
 from .nginx import ControllerConfig, Location, Nginx, Upstream
 from .processes import Process, StartError, free_port, http_ok, tcp_ok
 from .render import ROOT, Container, Deployment, Manifest, Probe, render
@@ -34,6 +41,8 @@ from .render import ROOT, Container, Deployment, Manifest, Probe, render
 K8S = ROOT / "k8s"
 RELEASE = "gatehouse"
 INGRESS_IP = "127.0.10.1"
+RUNTIMES = ("process", "container")
+_STACKS = itertools.count(1)  # numbers the stacks of this process, for container names
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ class Pod:
     root: Path
     ports: dict[int, int]  # containerPort -> local port
     mounts: dict[str, Path] = field(default_factory=dict)  # mountPath -> local dir
-    processes: list[Process] = field(default_factory=list)
+    processes: list[Process] = field(default_factory=list)  # ContainerProcess in containers
     ready: bool = False
 
     def port(self, name_or_number: int | str) -> int:
@@ -115,15 +124,24 @@ class Stack:
         ingress_port: int | None = None,
         root: Path | None = None,
         controller: ControllerConfig | None = None,
+        runtime: str = "process",
+        image: str | None = None,
     ) -> None:
         if not specs:
             raise ValueError("give at least one environment")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.image = image or os.environ.get("IMAGE") or containers.DEFAULT_IMAGE
+        self.name = f"gatehouse-stack-{os.getpid()}-{next(_STACKS)}"
         self.specs = list(specs)
         self.ingress_ip = ingress_ip
         self.ingress_port = ingress_port
         self.controller = controller or ControllerConfig.load()
         self._own_root = root is None
         self.root = root or Path(tempfile.mkdtemp(prefix="gatehouse-stack-"))
+        # Every container of this stack carries it: what teardown (and the tests) look for.
+        self.label = str(self.root)
         self.envs: dict[str, Environment] = {}
         self.nginx: Nginx | None = None
 
@@ -132,6 +150,8 @@ class Stack:
     def up(self) -> Stack:
         """Render, start everything, wait for readiness. On any failure, tear down first."""
         try:
+            if self.runtime == "container":
+                containers.ensure_image(self.image)
             for index, spec in enumerate(self.specs):
                 manifest = render(spec.release, spec.namespace, spec.values_files, spec.sets)
                 env = Environment(spec, index, manifest, self.root / spec.name)
@@ -171,6 +191,8 @@ class Stack:
             for pods in env.pods.values():
                 for pod in pods:
                     self._stop_pod(pod)
+        if self.runtime == "container":  # anything created but never tracked (a failed start)
+            containers.remove_labelled(self.label)
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -229,9 +251,17 @@ class Stack:
             pgids.add(self.nginx.process.pid)
         return pgids
 
+    def containers(self, *, running_only: bool = False) -> list[str]:
+        """Names of the engine's containers labelled as this stack's (any state by
+        default); always empty for the process runtime."""
+        if self.runtime != "container":
+            return []
+        return containers.labelled(self.label, running_only=running_only)
+
     def kill_pod(self, pod: Pod) -> None:
         """SIGKILL every container of a pod (its endpoint stays in nginx, as until the
-        endpoints controller notices); the ingress must route around it."""
+        endpoints controller notices); the ingress must route around it. A container of
+        the container runtime gets ``docker kill``."""
         for process in pod.processes:
             process.kill()
 
@@ -320,7 +350,9 @@ class Stack:
             for pods in env.pods.values():
                 for pod in pods:
                     where = ", ".join(f"{pod.ip}:{port}" for port in pod.ports.values())
-                    lines.append(f"  {pod.name:<20} {where:<22} logs {pod.root}")
+                    line = f"  {pod.name:<20} {where:<22} logs {pod.root}"
+                    names = [p.container for p in pod.processes if isinstance(p, ContainerProcess)]
+                    lines.append(line + (f"  container {', '.join(names)}" if names else ""))
         return lines
 
     # -- internals -------------------------------------------------------------------
@@ -382,6 +414,13 @@ class Stack:
             pod.mounts = {m.mount_path: mounts_by_volume[m.name] for m in container.volume_mounts}
             container_env = kubelet.resolve_env(container, env.manifest, pod_fields)
             argv = kubelet.expand_all([*container.command, *container.args], container_env)
+            if self._in_container(pod):
+                process: Process = self._container(
+                    env, pod, container, argv, container_env, services, mounts_by_volume
+                )
+                pod.processes.append(process)
+                process.start()
+                continue
             argv, process_env = loopback.localise(
                 argv,
                 container_env,
@@ -400,6 +439,48 @@ class Stack:
             )
             pod.processes.append(process)
             process.start()
+
+    def _in_container(self, pod: Pod) -> bool:
+        return self.runtime == "container" and pod.deployment.component in containers.COMPONENTS
+
+    def _container(
+        self,
+        env: Environment,
+        pod: Pod,
+        container: Container,
+        argv: list[str],
+        container_env: dict[str, str],
+        services: dict[tuple[str, int], tuple[str, int]],
+        local_dirs: dict[str, Path],
+    ) -> ContainerProcess:
+        """The rendered container as a ``docker create`` of the image (not started yet)."""
+        argv, variables = loopback.localise_in_container(
+            argv, container_env, ip=pod.ip, ports=pod.ports, services=services
+        )
+        pod_spec = pod.deployment.pod_template["spec"]
+        raw = next(c for c in pod_spec["containers"] if c["name"] == container.name)
+        name = f"{self.name}-{env.spec.namespace}-{pod.name}-{container.name}"
+        create = containers.create_args(
+            name=name,
+            labels={
+                containers.LABEL: self.label,
+                f"{containers.LABEL}.pod": f"{env.spec.namespace}/{pod.name}",
+            },
+            image=self.image,
+            pod_spec=pod_spec,
+            container=raw,
+            local_dirs=local_dirs,
+            env_names=sorted(variables),
+            argv=argv,
+        )
+        return ContainerProcess(
+            f"{env.spec.namespace}/{pod.name}/{container.name}",
+            name,
+            create,
+            variables,
+            cwd=pod.root,
+            log_path=pod.root / f"{container.name}.log",
+        )
 
     def _wait_ready(self, pod: Pod) -> None:
         """The startup probe, then the readiness probe, each within its rendered budget."""

@@ -23,6 +23,11 @@ Not modelled, on purpose: ``runAsUser`` and the rest of the security context (th
 processes run as the caller), resource limits, and the preStop sleep (the harness
 removes a pod from nginx and waits for the reload before SIGTERM, which is what the
 sleep buys in a cluster).
+
+The container runtime (``stack.containers``, ``localise_in_container``) keeps only 2, 3
+and 4: the executable is the image's, mounted paths are real mounts at their
+mountPath, the environment is the image's plus the container's, and the security
+context and limits are applied by the engine.
 """
 
 from __future__ import annotations
@@ -156,3 +161,21 @@ def localise(
         for name, value in env.items()
     }
     return [program, *args], process_env(local_env, home)
+
+
+def localise_in_container(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    ip: str,
+    ports: Mapping[int, int],
+    services: Mapping[tuple[str, int], tuple[str, int]],
+) -> tuple[list[str], dict[str, str]]:
+    """The same for a container on the host network: listen address, ports and Service
+    names only (``command[0]`` is found on the image's PATH; mounts are at their paths)."""
+    if not argv:
+        raise LoopbackError("the container has no command (the image's entrypoint is unknown here)")
+    program = argv[0]
+    args = [resolve_services(arg, services) for arg in listen_args(program, argv[1:], ip, ports)]
+    local_env = {name: resolve_services(value, services) for name, value in env.items()}
+    return [program, *args], local_env

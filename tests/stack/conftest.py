@@ -3,12 +3,18 @@
 Every test goes through ``stack.Stack``: ``scripts/helm template`` output, Redis and the
 Deployment's replicas as local processes, nginx as the ingress controller. Clients
 connect from 127.0.50.x, outside the trusted ingress CIDR (127.0.10.0/24).
+
+``STACK_RUNTIME=container`` runs the whole suite with the API replicas as containers of
+``IMAGE`` (``make test-stack-container``); the ``runtime`` fixture reads it, and makes
+sure of the engine and the image once, failing with one line when either cannot be had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +25,12 @@ import httpx
 import pytest
 from limits import parse_many
 from prometheus_client.parser import text_string_to_metric_families
+from stack.containers import ensure_engine, ensure_image
+from stack.harness import RUNTIMES
+from stack.processes import StartError
 
 from stack import ENVIRONMENTS, Pod, Stack
+from tests.helpers import ROOT
 
 MISSING = [
     name
@@ -33,6 +43,14 @@ CLIENT_B = "127.0.50.2"
 CLIENT_DIRECT = "127.0.50.3"
 
 
+def stack_runtime() -> str:
+    """The runtime the suite runs the stack with: ``$STACK_RUNTIME``, else process."""
+    return os.environ.get("STACK_RUNTIME") or "process"
+
+
+RUNTIME = stack_runtime()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stack_tools() -> None:
     if MISSING:
@@ -41,9 +59,30 @@ def _stack_tools() -> None:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime(_stack_tools: None) -> Iterator[str]:
+    """``$STACK_RUNTIME`` (process by default). For container: the engine and the image,
+    once (built when missing); a dockerd started here is stopped at the end."""
+    if RUNTIME not in RUNTIMES:
+        pytest.fail(f"STACK_RUNTIME={RUNTIME}: choose one of {', '.join(RUNTIMES)}", pytrace=False)
+    if RUNTIME != "container":
+        yield RUNTIME
+        return
+    image = os.environ.get("IMAGE") or "gatehouse-api:dev"
+    try:
+        started_engine = ensure_engine()
+        ensure_image(image)
+    except StartError as error:
+        pytest.fail(f"STACK_RUNTIME=container: {error}", pytrace=False)
+    yield RUNTIME
+    if started_engine and not os.environ.get("GATEHOUSE_KEEP_DOCKER"):
+        subprocess.run([str(ROOT / "scripts/docker-engine"), "stop"], capture_output=True)
+
+
 def start(*envs: str, sets: Sequence[str] = ()) -> Stack:
-    """A stack of the named environments, each rendered with the extra ``--set`` values."""
-    return Stack([ENVIRONMENTS[env].with_sets(*sets) for env in envs]).up()
+    """A stack of the named environments, each rendered with the extra ``--set`` values,
+    on the suite's runtime."""
+    return Stack([ENVIRONMENTS[env].with_sets(*sets) for env in envs], runtime=RUNTIME).up()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+from stack.containers import create_args, security_flags
 from stack.kubelet import ProjectedVolume, expand, expand_all, resolve_env
-from stack.loopback import VENV_BIN, localise, resolve_services
+from stack.loopback import (
+    VENV_BIN,
+    LoopbackError,
+    localise,
+    localise_in_container,
+    resolve_services,
+)
 from stack.nginx import ControllerConfig, Location, Upstream, render_conf
 from stack.render import Manifest, render
 
@@ -161,3 +169,51 @@ def test_nginx_follows_the_controller_settings(tmp_path: Path) -> None:
 def test_both_local_environments_route_their_own_host() -> None:
     hosts = {env: [route.host for route in rendered(env).routes] for env in ("local", "local-b")}
     assert hosts == {"local": ["api-a.localtest"], "local-b": ["api-b.localtest"]}
+
+
+def test_the_container_runtime_translates_the_pod_spec_to_docker_flags(tmp_path: Path) -> None:
+    manifest = rendered()
+    api = manifest.deployment("api")
+    pod_spec = api.pod_template["spec"]
+    raw = pod_spec["containers"][0]
+    api_env = resolve_env(api.containers[0], manifest, {})
+    argv = expand_all([*api.containers[0].command, *api.containers[0].args], api_env)
+    services = {("gatehouse-redis", 6379): ("127.0.30.1", 40001)}
+    local, variables = localise_in_container(
+        argv, api_env, ip="127.0.20.1", ports={8000: 40002}, services=services
+    )
+    # The image's uvicorn; the real mount path; only the address, port and Service change.
+    assert local == [{"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(a, a) for a in argv]
+    assert variables["APP_ALLOWED_ORIGINS_FILE"] == "/etc/gatehouse/APP_ALLOWED_ORIGINS"
+    assert {k for k in api_env if api_env[k] != variables[k]} == {"APP_REDIS_URL"}
+
+    args = create_args(
+        name="n",
+        labels={"gatehouse.stack": "x"},
+        image="gatehouse-api:dev",
+        pod_spec=pod_spec,
+        container=raw,
+        local_dirs={"config": tmp_path / "config", "tmp": tmp_path / "tmp"},
+        env_names=sorted(variables),
+        argv=local,
+    )
+    joined = " ".join(args)
+    for flags in (
+        "--network host",
+        "--user 10001:10001",
+        "--group-add 10001",
+        "--read-only",
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        f"--tmpfs /tmp:rw,nosuid,nodev,mode=1777,size={64 * 2**20}",
+        f"--volume {tmp_path / 'config'}:/etc/gatehouse:ro",
+        f"--memory {256 * 2**20} --cpus 1",
+        "--entrypoint uvicorn gatehouse-api:dev gatehouse.main:app",
+    ):
+        assert flags in joined
+    assert "seccomp" not in joined  # RuntimeDefault is docker's default profile
+    assert "--env APP_REDIS_PASSWORD" in joined
+    assert api_env["APP_REDIS_PASSWORD"] not in joined  # values reach docker by environment
+
+    with pytest.raises(LoopbackError, match="sysctls"):
+        security_flags({"securityContext": {"sysctls": []}}, raw)

@@ -1,4 +1,4 @@
-"""Start, stop and failure: nothing the stack started outlives it."""
+"""Start, stop and failure: nothing the stack started outlives it, process or container."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from stack.containers import labelled
 from stack.processes import StartError, group_members
 
 from stack import ENVIRONMENTS, Stack
-from tests.stack.conftest import start
+from tests.stack.conftest import RUNTIME, start
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,15 +37,23 @@ def processes_under(root: Path) -> list[int]:
     return found
 
 
+def containers_left(label: str) -> list[str]:
+    """The stack's containers the engine still has, in any state (none for processes)."""
+    return labelled(label) if RUNTIME == "container" else []
+
+
 def test_stop_leaves_no_process_and_no_files() -> None:
     stack = start("local")
     groups = stack.process_groups()
-    # nginx (master + 2 workers), 3 API replicas, Redis: each group has live members.
+    # nginx (master + 2 workers), 3 API replicas, Redis: each group has live members
+    # (for a container, the group of its attached `docker start`).
     assert len(groups) == 5
     assert len(group_members(groups)) >= 7
+    assert len(stack.containers(running_only=True)) == (3 if RUNTIME == "container" else 0)
     root = stack.root
     stack.down()
     assert group_members(groups) == []
+    assert containers_left(stack.label) == []
     assert not root.exists()
     stack.down()  # twice is harmless
 
@@ -57,7 +66,8 @@ def test_a_failed_start_tears_down_what_had_started() -> None:
             ENVIRONMENTS["local"].with_sets(
                 "extraEnv[0].name=APP_RATE_LIMIT_SEARCH", "extraEnv[0].value=lots"
             )
-        ]
+        ],
+        runtime=RUNTIME,
     )
     with pytest.raises(StartError, match="APP_RATE_LIMIT_SEARCH") as failure:
         stack.up()
@@ -65,6 +75,7 @@ def test_a_failed_start_tears_down_what_had_started() -> None:
     groups = stack.process_groups()
     assert groups, "Redis and the replicas had been started"
     assert group_members(groups) == []
+    assert containers_left(stack.label) == []
     assert not stack.root.exists()
 
 
@@ -76,7 +87,7 @@ def _read_lines(stream: object, lines: queue.Queue[str]) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_make_stack_command_stops_cleanly_on_a_signal(signum: int) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "stack", "up", "--env", "local"],
+        [sys.executable, "-m", "stack", "up", "--env", "local", "--runtime", RUNTIME],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -102,10 +113,13 @@ def test_make_stack_command_stops_cleanly_on_a_signal(signum: int) -> None:
         assert "curl -si --resolve" in text and "Origin: " in text and "seq 11" in text
         children = processes_under(root)
         assert len(children) >= 7
+        if RUNTIME == "container":
+            assert len(labelled(str(root), running_only=True)) == 3
 
         process.send_signal(signum)
         assert process.wait(30) == 0
         assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+        assert containers_left(str(root)) == []
         assert not root.exists()
     finally:
         if process.poll() is None:

@@ -22,6 +22,7 @@ def test_new_origins_go_live_pod_by_pod_without_errors() -> None:
         old_origin = stack.config("local")["APP_ALLOWED_ORIGINS"].split(",")[0]
         old_pods = stack.pods("local")
         old_groups = {process.pid for pod in old_pods for process in pod.processes if process.pid}
+        old_containers = stack.containers()  # none for the process runtime
         redis_before = stack.pods("local", "redis")[0]
 
         def allowed(origin: str) -> str | None:
@@ -70,6 +71,9 @@ def test_new_origins_go_live_pod_by_pod_without_errors() -> None:
         assert seen[200] > 0 and set(seen) <= {200, "reset, retried"}
         assert {pod.ip for pod in new_pods}.isdisjoint({pod.ip for pod in old_pods})
         assert not group_members(old_groups), "an old pod's process is still running"
+        # New pods are new containers; the old ones are gone from the engine.
+        assert set(stack.containers()).isdisjoint(old_containers)
+        assert len(stack.containers(running_only=True)) == len(old_containers)
         assert stack.pods("local", "redis")[0] is redis_before  # its template did not change
         assert allowed(NEW_ORIGIN) == NEW_ORIGIN
         assert allowed(old_origin) is None
