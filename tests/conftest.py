@@ -10,9 +10,7 @@ from tests.helpers import ApiServer, RedisServer
 ALLOWED = "https://app.example.com"
 
 
-@pytest.fixture(scope="session")
-def redis_server():
-    """One real redis-server for the session; tests flush what they use."""
+def _running_redis() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip(
             "redis-server is not installed (make system-deps, or apt-get install redis-server)"
@@ -21,6 +19,12 @@ def redis_server():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the session; tests flush what they use."""
+    yield from _running_redis()
 
 
 @pytest.fixture
@@ -49,14 +53,7 @@ def api_server(tmp_path) -> Iterator[Callable[..., ApiServer]]:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     """A redis-server of the test's own, which the test may stop and restart."""
-    if shutil.which("redis-server") is None:
-        pytest.skip(
-            "redis-server is not installed (make system-deps, or apt-get install redis-server)"
-        )
-    server = RedisServer()
-    server.start()
-    yield server
-    server.stop()
+    yield from _running_redis()
 
 
 FIGURES_KEY = pytest.StashKey[list[str]]()

@@ -91,10 +91,6 @@ class StorageError(Exception):
     """The shared counter could not be reached or did not answer in time."""
 
 
-class WindowStore(Protocol):
-    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict: ...
-
-
 class ScriptRunner(Protocol):
     """Runs the check script on some Redis client; raises StorageError on failure."""
 
@@ -282,9 +278,6 @@ class MemoryWindowStore:
         self.clock = clock
         self.counters: dict[str, tuple[int, int]] = {}  # key -> (count, window end in ms)
         self.new_keys = 0
-
-    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
-        return self.hit_now(keys, windows, cost)
 
     def hit_now(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
         now_ms = int(self.clock() * 1000)
