@@ -56,6 +56,11 @@ bench: $(VENV_STAMP) system-deps ## benchmarks side by side (bare, lesson, Gateh
 	@scripts/ensure-system-deps wrk
 	$(PY) -m bench.run
 
+.PHONY: bench-profile
+bench-profile: $(VENV_STAMP) system-deps ## where a request's time goes: server CPU, layers (valgrind), py-spy -> bench/results/profile.md
+	@scripts/ensure-system-deps wrk valgrind
+	$(PY) -m bench.profile
+
 .PHONY: bench-smoke
 bench-smoke: $(VENV_STAMP) system-deps ## a seconds-long benchmark run, as CI does (no timing asserted)
 	$(PYTEST) tests/bench

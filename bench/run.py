@@ -300,8 +300,11 @@ def write_chart(rows: list[Row], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per server per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    # Many short rounds rather than a few long ones: on a shared 2-core VM the speed
+    # drifts by 10% from minute to minute, and a median of many interleaved rounds
+    # lets the drift hit every server alike.
+    parser.add_argument("--duration", type=float, default=2.0, help="seconds per server per round")
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--delay-ms", type=float, default=2.0, help="slow-Redis delay each way")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
@@ -315,7 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     redis_slow_gatehouse = RedisServer()
     redis_slow_lesson = RedisServer()
     redis_windows = RedisServer()
-    redises = [redis_plain, redis_lesson, redis_slow_gatehouse, redis_slow_lesson, redis_windows]
+    redis_default_gc = RedisServer()
+    redises = [
+        redis_plain,
+        redis_lesson,
+        redis_slow_gatehouse,
+        redis_slow_lesson,
+        redis_windows,
+        redis_default_gc,
+    ]
     servers: list[Server] = []
     proxies: dict[str, DelayProxy] = {}
     rows: list[Row] = []
@@ -344,6 +355,13 @@ def main(argv: list[str] | None = None) -> int:
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_plain)},
             redis_plain,
         )
+        # The same, with CPython's default collector settings: what the tuning buys.
+        gate_redis_default_gc = Server(
+            "gatehouse-redis-default-gc",
+            "bench.apps.gatehouse_default_gc:app",
+            {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_default_gc)},
+            redis_default_gc,
+        )
         # Three windows in one check: still one script call, one round trip.
         gate_windows = Server(
             "gatehouse-redis-3-windows",
@@ -362,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             lesson_redis,
             gate_memory,
             gate_redis,
+            gate_redis_default_gc,
             gate_windows,
         ]
         servers += main_servers

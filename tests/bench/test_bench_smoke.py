@@ -24,6 +24,7 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
         "lesson-redis",
         "gatehouse-memory",
         "gatehouse-redis",
+        "gatehouse-redis-default-gc",
         "gatehouse-redis-3-windows",
     }
     assert {server for scenario, server in rows if scenario == "throughput"} == expected_servers

@@ -87,12 +87,12 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
+                headers = message.get("headers", ())
                 # ASGI header names are lower-case; most responses set none of ours.
-                if any(name in owned for name, _ in headers):
-                    headers = [pair for pair in headers if pair[0] not in owned]
-                headers.extend(extra)
-                message["headers"] = headers
+                if owned.isdisjoint(dict(headers)):
+                    message["headers"] = [*headers, *extra]
+                else:
+                    message["headers"] = [pair for pair in headers if pair[0] not in owned] + extra
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

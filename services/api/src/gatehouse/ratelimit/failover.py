@@ -5,8 +5,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from .errors import StorageError
 from .policy import Window
-from .storage import MemoryWindowStore, RedisWindowStore, StorageError, Verdict
+from .storage import MemoryWindowStore, RedisWindowStore, Verdict
 
 FailureMode = Literal["open", "closed"]
 

@@ -7,6 +7,10 @@ one per call) enforces the timeout: when the oldest pending reply is late, the
 connection is dropped and every waiting check fails at once, so nothing waits longer
 than the timeout and the failure mode takes over.
 
+``submit`` returns the reply's future, not a coroutine: a check awaits it directly,
+with no coroutine frames in between to create and resume. A script Redis does not
+know (NOSCRIPT: restarted, flushed) is sent again as EVAL by the connection itself.
+
 Used for ``redis://`` and ``rediss://``; Sentinel and Cluster go through redis-py.
 """
 
@@ -17,17 +21,22 @@ import hashlib
 import ssl
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 
+from .errors import StorageError
 
-class RedisUnavailable(Exception):
+EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n"
+
+
+class RedisUnavailable(StorageError):
     """The connection failed, was lost, or a reply was later than the timeout."""
 
 
-class RedisReplyError(Exception):
+class RedisReplyError(StorageError):
     """Redis answered with an error (a script error, OOM, NOAUTH ...)."""
 
 
@@ -47,19 +56,24 @@ class _Protocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
-        pending = self.connection.pending
+        connection = self.connection
+        pending = connection.pending
         while True:
             reply = self.reader.gets()
             if reply is False:
                 return
             if not pending:  # a reply nobody waits for: the stream is out of step
-                self.connection.drop(RedisUnavailable("unexpected reply"))
+                connection.drop(RedisUnavailable("unexpected reply"))
                 return
-            future, _deadline = pending.popleft()
+            future, _deadline, command = pending.popleft()
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                future.set_exception(RedisReplyError(str(reply)))
+                retry = connection.eval_instead(command, reply)
+                if retry is not None:
+                    connection.resend(future, retry)
+                else:
+                    future.set_exception(RedisReplyError(str(reply)))
             else:
                 future.set_result(reply)
 
@@ -89,11 +103,14 @@ class PipelinedRedis:
         self.ssl_context = ssl_context
         self.timeout = timeout
         self.transport: asyncio.Transport | None = None
-        self.connecting: asyncio.Future[None] | None = None
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.connecting: asyncio.Task[None] | None = None
+        # (reply's future, deadline, the command as sent): the command is kept (a
+        # reference, not a copy) so an EVALSHA can go again as EVAL.
+        self.pending: deque[tuple[asyncio.Future[Any], float, bytes]] = deque()
         self.outbox: list[bytes] = []
         self.flush_scheduled = False
         self.watchdog: asyncio.TimerHandle | None = None
+        self.scripts: dict[bytes, bytes] = {}  # sha1 hex -> source, for NOSCRIPT
 
     @classmethod
     def from_url(
@@ -117,30 +134,68 @@ class PipelinedRedis:
 
     async def execute(self, *parts: bytes | str | int) -> Any:
         """Send one command; its reply, or RedisUnavailable within the timeout."""
-        return await self.execute_encoded(encode_command(*parts))
+        return await self.submit(encode_command(*parts))
 
-    async def execute_encoded(self, command: bytes) -> Any:
-        """Send one command already in RESP form (see ``PipelinedScript``)."""
-        if self.transport is None:
-            await self._connect()
-        return await self._queue(command)
+    def submit(self, command: bytes) -> asyncio.Future[Any]:
+        """Queue one command in RESP form; the future of its reply.
 
-    def _queue(self, command: bytes) -> asyncio.Future[Any]:
+        The future fails with RedisUnavailable (no connection, or no reply within the
+        timeout) or RedisReplyError. Connecting, when needed, starts here; the command
+        waits in the outbox and goes out right after the handshake.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(future, command)
+        return future
+
+    def _enqueue(self, future: asyncio.Future[Any], command: bytes) -> None:
+        # The outbox is written in order and replies come in order: the two lists
+        # grow together, so the n-th reply settles the n-th future.
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self.pending.append((future, time.monotonic() + self.timeout))
+        self.pending.append((future, time.monotonic() + self.timeout, command))
         self.outbox.append(command)
-        if not self.flush_scheduled:
+        if self.transport is None:
+            if self.connecting is None:
+                self.connecting = loop.create_task(self._connect())
+        elif not self.flush_scheduled:
             self.flush_scheduled = True
             loop.call_soon(self._flush)
         if self.watchdog is None:
             self.watchdog = loop.call_later(self.timeout, self._check_deadlines)
-        return future
+
+    def register_script(self, sha: bytes, source: bytes) -> None:
+        self.scripts[sha] = source
+
+    def eval_instead(self, command: bytes, reply: Exception) -> bytes | None:
+        """The EVAL to send when Redis did not know the script an EVALSHA named."""
+        if not str(reply).startswith("NOSCRIPT"):
+            return None
+        head = command.find(EVALSHA_HEAD)
+        if head < 0:
+            return None
+        start = head + len(EVALSHA_HEAD)
+        source = self.scripts.get(command[start : start + 40])
+        if source is None:
+            return None
+        # *N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n<the rest>: same N, same rest.
+        return b"%s$4\r\nEVAL\r\n$%d\r\n%s%s" % (
+            command[:head],
+            len(source),
+            source,
+            command[start + 40 :],
+        )
+
+    def resend(self, future: asyncio.Future[Any], command: bytes) -> None:
+        """Send ``command`` for a future whose first command failed; its reply settles it."""
+        if self.transport is None:
+            future.set_exception(RedisUnavailable("connection lost"))
+            return
+        self._enqueue(future, command)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        if self.transport is None:  # dropped meanwhile; the futures already failed
-            self.outbox.clear()
+        # No transport: dropped (the outbox was cleared, the futures failed) or not
+        # connected yet (the connect flushes the outbox itself).
+        if self.transport is None or not self.outbox:
             return
         self.transport.write(b"".join(self.outbox))
         self.outbox.clear()
@@ -159,40 +214,42 @@ class PipelinedRedis:
         )
 
     async def _connect(self) -> None:
-        if self.connecting is not None:
-            await asyncio.shield(self.connecting)
-            return
         loop = asyncio.get_running_loop()
-        connecting = self.connecting = loop.create_future()
         try:
             async with asyncio.timeout(self.timeout):
                 transport, _ = await loop.create_connection(
                     lambda: _Protocol(self), self.host, self.port, ssl=self.ssl_context
                 )
-            # No isinstance check here: uvloop's transports are not asyncio.Transport
-            # subclasses, though they behave as one.
-            self.transport = transport
-            handshake = []
-            if self.password:
-                auth = [self.username, self.password] if self.username else [self.password]
-                handshake.append(self._queue(encode_command("AUTH", *auth)))
-            if self.db:
-                handshake.append(self._queue(encode_command("SELECT", self.db)))
-            if handshake:
-                await asyncio.gather(*handshake)
         except Exception as error:
-            failure = RedisUnavailable(f"cannot connect to {self.host}:{self.port}: {error}")
-            self.drop(failure)
-            connecting.set_exception(failure)
-            connecting.exception()  # marked as retrieved: waiters get it, nobody else must
-            raise failure from error
-        else:
-            connecting.set_result(None)
-        finally:
             self.connecting = None
-            if not connecting.done():  # cancelled mid-connect: release the waiters
-                connecting.set_exception(RedisUnavailable("connect cancelled"))
-                connecting.exception()
+            self.drop(RedisUnavailable(f"cannot connect to {self.host}:{self.port}: {error}"))
+            return
+        self.connecting = None
+        # No isinstance check here: uvloop's transports are not asyncio.Transport
+        # subclasses, though they behave as one.
+        self.transport = transport
+        # The handshake goes first: its replies come first, so its entries lead.
+        handshake: list[bytes] = []
+        if self.password:
+            auth = [self.username, self.password] if self.username else [self.password]
+            handshake.append(encode_command("AUTH", *auth))
+        if self.db:
+            handshake.append(encode_command("SELECT", self.db))
+        deadline = time.monotonic() + self.timeout
+        for command in reversed(handshake):
+            future: asyncio.Future[Any] = loop.create_future()
+            future.add_done_callback(self._handshake_done)
+            self.pending.appendleft((future, deadline, command))
+        self.outbox[:0] = handshake
+        self._flush()
+
+    def _handshake_done(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None and not isinstance(error, RedisUnavailable):
+            # Wrong password, no such db: nothing after it can be trusted.
+            self.drop(RedisUnavailable(f"handshake with {self.host}:{self.port} failed: {error}"))
 
     def drop(self, error: Exception) -> None:
         """Close the connection and fail everything waiting on it."""
@@ -204,33 +261,36 @@ class PipelinedRedis:
             self.watchdog = None
         self.outbox.clear()
         pending, self.pending = self.pending, deque()
-        for future, _deadline in pending:
+        for future, _deadline, _command in pending:
             if not future.done():
                 future.set_exception(error)
 
     async def close(self) -> None:
+        connecting = self.connecting
+        if connecting is not None:
+            connecting.cancel()
+            self.connecting = None
         self.drop(RedisUnavailable("closed"))
+        await asyncio.sleep(0)  # the transport closes its socket on the next loop turn
 
 
 class PipelinedScript:
-    """A Lua script run by EVALSHA, loaded again when Redis answers NOSCRIPT."""
+    """A Lua script run by EVALSHA; the connection sends EVAL when Redis answers NOSCRIPT."""
 
     def __init__(self, connection: PipelinedRedis, source: str) -> None:
         self.connection = connection
-        self.source = source
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+        connection.register_script(self.sha.encode(), source.encode())
         # The command's fixed start, encoded once; a check only encodes its keys and args.
-        self.evalsha_head = b"$7\r\nEVALSHA\r\n$40\r\n%s\r\n" % self.sha.encode()
+        self.evalsha_head = EVALSHA_HEAD + b"%s\r\n" % self.sha.encode()
 
-    async def __call__(self, keys: list[str], args: list[int]) -> Any:
+    def __call__(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
         parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), self.evalsha_head]
-        for part in (str(len(keys)), *keys, *map(str, args)):
-            data = part.encode()
+        parts.append(b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys)))
+        for key in keys:
+            data = key.encode()
             parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        try:
-            return await self.connection.execute_encoded(b"".join(parts))
-        except RedisReplyError as error:
-            if not str(error).startswith("NOSCRIPT"):
-                raise
-            # A restarted or flushed Redis forgot the script; EVAL loads it again.
-            return await self.connection.execute("EVAL", self.source, len(keys), *keys, *args)
+        for arg in args:
+            data = b"%d" % arg
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        return self.connection.submit(b"".join(parts))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from limits.aio.storage import RedisStorage
@@ -13,6 +13,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from .errors import StorageError
 from .pipeline import PipelinedRedis, PipelinedScript, RedisReplyError, RedisUnavailable
 from .policy import Window
 
@@ -87,14 +88,10 @@ class Verdict(NamedTuple):
     resets_ms: tuple[int, ...]
 
 
-class StorageError(Exception):
-    """The shared counter could not be reached or did not answer in time."""
-
-
 class ScriptRunner(Protocol):
-    """Runs the check script on some Redis client; raises StorageError on failure."""
+    """Runs the check script on some Redis client; the awaitable raises StorageError."""
 
-    async def run(self, keys: list[str], args: list[int]) -> Any: ...
+    def run(self, keys: Sequence[str], args: Sequence[int]) -> Awaitable[Any]: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -106,11 +103,9 @@ class PipelinedRunner:
         self.connection = connection
         self.script = PipelinedScript(connection, CHECK_SCRIPT)
 
-    async def run(self, keys: list[str], args: list[int]) -> Any:
-        try:
-            return await self.script(keys, args)
-        except (RedisUnavailable, RedisReplyError) as error:
-            raise StorageError(str(error)) from error
+    def run(self, keys: Sequence[str], args: Sequence[int]) -> Awaitable[Any]:
+        # The reply's future itself: its errors are StorageErrors already.
+        return self.script(keys, args)
 
     async def ping(self) -> bool:
         try:
@@ -176,7 +171,7 @@ class RedisPyRunner:
             raise ValueError(f"{scheme} is not a Redis storage")  # pragma: no cover
         return cls(bridge.get_connection(), timeout)
 
-    async def run(self, keys: list[str], args: list[int]) -> Any:
+    async def run(self, keys: Sequence[str], args: Sequence[int]) -> Any:
         try:
             async with asyncio.timeout(self.timeout):
                 if not self.warm:
@@ -194,7 +189,7 @@ class RedisPyRunner:
         except (RedisError, OSError, TimeoutError) as error:
             raise StorageError(f"{type(error).__name__}: {error}") from error
 
-    async def _call(self, keys: list[str], args: list[int]) -> Any:
+    async def _call(self, keys: Sequence[str], args: Sequence[int]) -> Any:
         try:
             return await self.client.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -245,24 +240,23 @@ class RedisWindowStore:
             args.append(window.milliseconds)
         started = time.perf_counter()
         try:
-            reply = await self.runner.run(list(keys), args)
+            reply = await self.runner.run(keys, args)
         except StorageError:
             raise
         except Exception as error:  # a client bug must not become a 500 on every route
             raise StorageError(f"unexpected {type(error).__name__}: {error}") from error
         if self.observe_latency is not None:
             self.observe_latency(time.perf_counter() - started)
-        return Verdict(
-            allowed=reply[0] == 1,
-            counts=tuple(reply[1::2]),
-            resets_ms=tuple(reply[2::2]),
-        )
+        return Verdict(reply[0] == 1, tuple(reply[1::2]), tuple(reply[2::2]))
 
     async def ping(self) -> bool:
         return await self.runner.ping()
 
     async def close(self) -> None:
         await self.runner.close()
+
+
+NO_COUNT = (0, 0)  # a key never seen: no hits, a window that already ended
 
 
 class MemoryWindowStore:
@@ -281,27 +275,27 @@ class MemoryWindowStore:
 
     def hit_now(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
         now_ms = int(self.clock() * 1000)
-        current: list[tuple[int, int]] = []
+        counters = self.counters
+        counts: list[int] = []
+        ends: list[int] = []
         allowed = True
         for key, window in zip(keys, windows, strict=True):
-            count, ends_ms = self.counters.get(key, (0, 0))
+            count, ends_ms = counters.get(key, NO_COUNT)
             if ends_ms <= now_ms:
-                count, ends_ms = 0, now_ms - (now_ms % window.milliseconds) + window.milliseconds
-            current.append((count, ends_ms))
+                span_ms = window.seconds * 1000
+                count, ends_ms = 0, now_ms - now_ms % span_ms + span_ms
+            counts.append(count)
+            ends.append(ends_ms)
             if count + cost > window.amount:
                 allowed = False
         if allowed:
             for index, key in enumerate(keys):
-                count, ends_ms = current[index]
-                if key not in self.counters:
+                if key not in counters:
                     self._note_new_key(now_ms)
-                current[index] = (count + cost, ends_ms)
-                self.counters[key] = current[index]
-        return Verdict(
-            allowed=allowed,
-            counts=tuple(count for count, _ in current),
-            resets_ms=tuple(ends_ms - now_ms for _, ends_ms in current),
-        )
+                    counters = self.counters  # a sweep makes a new dict
+                counts[index] += cost
+                counters[key] = (counts[index], ends[index])
+        return Verdict(allowed, tuple(counts), tuple([end - now_ms for end in ends]))
 
     def _note_new_key(self, now_ms: int) -> None:
         self.new_keys += 1

@@ -1,0 +1,460 @@
+"""``make bench-profile``: where the time of one ``GET /search`` goes, three ways.
+
+1. Server CPU per request. Each server is a real uvicorn process loaded by wrk until
+   it saturates its core; its own CPU time (user + kernel, from ``/proc``) divided by
+   the requests it answered. Rows go from bare FastAPI to Gatehouse on Redis, so each
+   difference is one component: the header volume, the edge's logic, the Redis check.
+2. Layers, in process. The same 32-concurrent request loop against Gatehouse's FastAPI
+   app alone, then with each edge layer added from the inside out. Each configuration
+   runs in a process of its own; its cost per request is the difference between a
+   long and a short run, counted in instructions under valgrind (the count does not
+   drift with the VM's speed, which wanders by 10%) or, without valgrind, in CPU time.
+3. Functions, live: py-spy samples the Gatehouse-on-Redis server under wrk.
+
+Writes ``profile.md`` and ``profile.json`` under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tests.helpers import RedisServer
+
+from bench.load import run_load
+from bench.run import GATEHOUSE_ENV, ROOT, SEARCH, Server, command_stats, delta
+
+CONCURRENCY = 32  # requests in flight per round, as wrk's 32 connections
+WARMUP_ROUNDS = 50
+# The edge from the inside out, as gatehouse.edge composes it (attribute ``app`` leads
+# inward). The HTTPS redirect is off by default, so it is not in the chain.
+LAYERS = (
+    "RateLimitMiddleware",
+    "CrossSiteRequestMiddleware",
+    "TrustedHostMiddleware",
+    "CORSMiddleware",
+    "RequestContextMiddleware",
+    "SecurityHeadersMiddleware",
+)
+
+
+# --- 2. layers, in process -----------------------------------------------------------
+
+
+def _edge_chain(app: object) -> list[object]:
+    """The edge's layers from the outside in, ending with the FastAPI app."""
+    chain = [app]
+    while type(chain[-1]).__name__ in LAYERS:
+        chain.append(chain[-1].app)  # type: ignore[attr-defined]
+    return chain
+
+
+def _worker_app(config: str) -> object:
+    """The ASGI app a worker drives.
+
+    ``bare``; ``gatehouse:<layer>``, Gatehouse entered at that layer (``FastAPI``: the
+    app without its edge); ``gatehouse-default-gc``, the whole edge with CPython's
+    default collector settings instead of Gatehouse's.
+    """
+    if config == "bare":
+        from bench.apps.bare import app as bare
+
+        return bare
+    from gatehouse.main import app
+
+    if config == "gatehouse-default-gc":
+        import gc
+
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
+        return app
+    wanted = config.removeprefix("gatehouse:")
+    for layer in _edge_chain(app):
+        if type(layer).__name__ == wanted or (wanted == "FastAPI" and not hasattr(layer, "app")):
+            return layer
+    raise SystemExit(f"no layer {wanted} in the edge")
+
+
+def worker(config: str, rounds: int) -> None:
+    """Drive ``rounds`` rounds of 32 concurrent requests; print CPU seconds used."""
+    import uvloop
+
+    app = _worker_app(config)
+
+    def scope() -> dict[str, object]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": "1.1",
+            "server": ("127.0.0.1", 8000),
+            "client": ("127.0.0.1", 40000),
+            "scheme": "http",
+            "method": "GET",
+            "root_path": "",
+            "path": "/search",
+            "raw_path": b"/search",
+            "query_string": b"q=x",
+            "headers": [(b"host", b"localhost")],
+        }
+
+    async def request() -> int:
+        status = 0
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])  # type: ignore[call-overload]
+
+        await app(scope(), receive, send)  # type: ignore[operator]
+        return status
+
+    async def drive() -> float:
+        for _ in range(WARMUP_ROUNDS):
+            await asyncio.gather(*(request() for _ in range(CONCURRENCY)))
+        started = time.process_time()
+        for _ in range(rounds):
+            statuses = await asyncio.gather(*(request() for _ in range(CONCURRENCY)))
+            if set(statuses) != {200}:
+                raise SystemExit(f"{config}: answered {sorted(set(statuses))}, not only 200")
+        return time.process_time() - started
+
+    print(f"cpu_seconds={uvloop.run(drive())}")
+
+
+@dataclass
+class LayerRow:
+    storage: str
+    config: str
+    label: str
+    per_request: float  # instructions, or CPU microseconds without valgrind
+    added: float  # over the row before it
+
+
+def _run_worker(config: str, rounds: int, env: dict[str, str], valgrind: bool) -> float:
+    command = [sys.executable, "-m", "bench.profile", "--worker", config, str(rounds)]
+    if valgrind:
+        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+                   "--cachegrind-out-file=/dev/null", *command]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {config} failed: {done.stderr.strip()[-500:]}")
+    if valgrind:
+        match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if match is None:
+            raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-300:]}")
+        return float(match.group(1).replace(",", ""))
+    return float(done.stdout.split("cpu_seconds=")[1])
+
+
+def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow]:
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
+    base_env.update(GATEHOUSE_ENV)
+    plans: list[tuple[str, str, str]] = [("memory", "bare", "bare FastAPI, the same route")]
+    plans.append(("memory", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
+    plans += [("memory", f"gatehouse:{layer}", f"+ {layer}") for layer in LAYERS]
+    plans.append(("redis", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
+    plans += [("redis", f"gatehouse:{layer}", f"+ {layer}") for layer in LAYERS]
+    plans.append(("redis", "gatehouse-default-gc", "the whole edge, CPython's default GC"))
+
+    short = max(2, rounds // 6)
+    rows: list[LayerRow] = []
+    for storage, config, label in plans:
+        env = dict(base_env)
+        if storage == "redis":
+            env["APP_REDIS_URL"] = redis_url
+        if valgrind:
+            cost = _run_worker(config, rounds, env, True) - _run_worker(config, short, env, True)
+            per_request = cost / ((rounds - short) * CONCURRENCY)
+        else:
+            per_request = _run_worker(config, rounds, env, False) / (rounds * CONCURRENCY) * 1e6
+        # Each row adds to the one before it in its storage; the default-GC row is
+        # compared with the whole edge (the row before it too).
+        same_storage = [row for row in rows if row.storage == storage]
+        before = same_storage[-1].per_request if same_storage else per_request
+        rows.append(LayerRow(storage, config, label, per_request, per_request - before))
+    return rows
+
+
+# --- 1. server CPU per request ------------------------------------------------------
+
+
+@dataclass
+class ServerRow:
+    server: str
+    cpu_us_per_request: float
+    rps: float
+    scripts_per_request: float | None
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
+    redis = RedisServer()
+    redis.start()
+    url = redis.url
+    servers = [
+        Server("bare", "bench.apps.bare:app", {}),
+        Server("bare+16-headers", "bench.apps.bare_headers:app", {}),
+        Server("gatehouse-memory", "gatehouse.main:app", dict(GATEHOUSE_ENV)),
+        Server("gatehouse-redis", "gatehouse.main:app", {**GATEHOUSE_ENV, "APP_REDIS_URL": url}, redis),
+    ]  # fmt: skip
+    samples: dict[str, list[tuple[float, float, float | None]]] = {s.name: [] for s in servers}
+    try:
+        for server in servers:
+            server.start()
+        for _ in range(rounds):
+            for server in servers:
+                assert server.process is not None
+                before_cpu = _cpu_seconds(server.process.pid)
+                before_stats = command_stats(server.redis)
+                load = run_load("127.0.0.1", server.port, SEARCH, duration=duration)
+                cpu = _cpu_seconds(server.process.pid) - before_cpu
+                scripts = None
+                if server.redis is not None:
+                    scripts = delta(before_stats, command_stats(server.redis))[1] / load.requests
+                samples[server.name].append((cpu / load.requests * 1e6, load.rps, scripts))
+    finally:
+        for server in servers:
+            server.stop()
+        redis.stop()
+    return [
+        ServerRow(
+            name,
+            statistics.median(s[0] for s in runs),
+            statistics.median(s[1] for s in runs),
+            statistics.median(s[2] for s in runs) if runs[0][2] is not None else None,
+        )
+        for name, runs in samples.items()
+    ]
+
+
+# --- 3. functions, live -------------------------------------------------------------
+
+
+def _frame_name(frame: str) -> str:
+    """``send (uvicorn/protocols/http/httptools_impl.py:524)`` -> ``uvicorn/.../httptools_impl.py:send``."""
+    match = re.fullmatch(r"(.+?) \((.+?)(?::\d+)?\)", frame.strip())
+    if not match:
+        return frame.strip() or "<unknown>"
+    function, path = match.groups()
+    for marker in ("site-packages/", "/src/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{function}"
+
+
+def measure_functions(seconds: float) -> dict[str, object]:
+    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+        return {"skipped": "py-spy is not installed (uv sync installs it)"}
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    redis = RedisServer()
+    redis.start()
+    server = Server(
+        "gatehouse-redis", "gatehouse.main:app", {**GATEHOUSE_ENV, "APP_REDIS_URL": redis.url}
+    )
+    raw = Path(tempfile.mkdtemp()) / "samples.txt"
+    try:
+        server.start()
+        assert server.process is not None
+        run_load("127.0.0.1", server.port, SEARCH, duration=1.0)  # warm
+        sampler = subprocess.Popen(
+            [py_spy, "record", "--pid", str(server.process.pid), "--rate", "250",
+             "--duration", str(int(seconds)), "--format", "raw", "--nonblocking",
+             "--output", str(raw)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        run_load("127.0.0.1", server.port, SEARCH, duration=seconds + 1)
+        _, errors = sampler.communicate(timeout=60)
+        if not raw.exists():
+            return {"skipped": f"py-spy could not sample: {errors.strip()[-300:]}"}
+    finally:
+        server.stop()
+        redis.stop()
+
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():  # a blank line between stacks
+            continue
+        count = int(count_text)
+        frames = [_frame_name(frame) for frame in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    return {
+        "samples": total,
+        "self": [(name, n / total) for name, n in own.most_common(20)],
+        "edge_inclusive": sorted(
+            ((name, n / total) for name, n in inclusive.items() if name.startswith("gatehouse/")),
+            key=lambda item: -item[1],
+        )[:20],
+    }
+
+
+# --- the report ---------------------------------------------------------------------
+
+
+def write_report(
+    servers: list[ServerRow],
+    layers: list[LayerRow],
+    functions: dict[str, object],
+    meta: dict[str, object],
+    out: Path,
+) -> None:
+    unit = "instructions" if meta["valgrind"] else "CPU us"
+    lines = ["# Where a request's time goes", ""]
+    lines.append(
+        f"Machine: {meta['cores']} cores, Python {meta['python']}. `GET /search?q=x`, "
+        "a limit that never refuses, so every request pays for a full check."
+    )
+    if servers:
+        bare = next(row for row in servers if row.server == "bare")
+        lines += [
+            "",
+            "## 1. Server CPU per request",
+            "",
+            f"uvicorn's own CPU (user + kernel) per answered request under wrk, medians of "
+            f"{meta['server_rounds']} interleaved rounds. The server saturates its core, so "
+            "throughput is about 1 / CPU per request.",
+            "",
+            "| server | CPU us/request | added us | req/s | x bare (CPU) | scripts/request |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        previous = bare.cpu_us_per_request
+        for row in servers:
+            scripts = "-" if row.scripts_per_request is None else f"{row.scripts_per_request:.2f}"
+            lines.append(
+                f"| {row.server} | {row.cpu_us_per_request:.1f} | "
+                f"{row.cpu_us_per_request - previous:+.1f} | {row.rps:.0f} | "
+                f"{bare.cpu_us_per_request / row.cpu_us_per_request:.2f} | {scripts} |"
+            )
+            previous = row.cpu_us_per_request
+        lines += [
+            "",
+            f"0.70x of bare needs at most {bare.cpu_us_per_request / 0.7:.1f} us per request: "
+            f"{bare.cpu_us_per_request / 0.7 - bare.cpu_us_per_request:.1f} us for everything "
+            "Gatehouse adds, header volume included.",
+        ]
+    if layers:
+        lines += [
+            "",
+            "## 2. Layers, in process",
+            "",
+            f"{unit} per request, {CONCURRENCY} requests in flight, each configuration in a "
+            f"process of its own ({meta['layer_rounds']} rounds"
+            + (", counted by valgrind's cachegrind)." if meta["valgrind"] else ", CPU time).")
+            + " No sockets to clients: uvicorn's protocol and the kernel are not in these "
+            "figures, Redis's replies are.",
+            "",
+            f"| storage | configuration | {unit}/request | added |",
+            "|---|---|---:|---:|",
+        ]
+        digits = 0 if meta["valgrind"] else 1
+        for layer in layers:
+            lines.append(
+                f"| {layer.storage} | {layer.label} | {layer.per_request:,.{digits}f} | "
+                f"{layer.added:+,.{digits}f} |"
+            )
+    lines += ["", "## 3. Functions, live (py-spy, Gatehouse on Redis under wrk)", ""]
+    if "skipped" in functions:
+        lines.append(f"Skipped: {functions['skipped']}")
+    else:
+        lines += [
+            f"{functions['samples']} samples. Async stacks are cut where a coroutine "
+            "resumes, so inclusive shares of outer layers are lower bounds.",
+            "",
+            "| self share | function |",
+            "|---:|---|",
+        ]
+        for name, share in functions["self"]:  # type: ignore[attr-defined]
+            lines.append(f"| {share:.1%} | `{name}` |")
+        lines += ["", "| inclusive share | Gatehouse function |", "|---:|---|"]
+        for name, share in functions["edge_inclusive"]:  # type: ignore[attr-defined]
+            lines.append(f"| {share:.1%} | `{name}` |")
+    lines.append("")
+    (out / "profile.md").write_text("\n".join(lines))
+    (out / "profile.json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "servers": [asdict(row) for row in servers],
+                "layers": [asdict(row) for row in layers],
+                "functions": functions,
+            },
+            indent=2,
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "ROUNDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--server-rounds", type=int, default=7)
+    parser.add_argument("--server-duration", type=float, default=2.0)
+    parser.add_argument("--layer-rounds", type=int, default=120)
+    parser.add_argument("--live-seconds", type=float, default=8.0)
+    parser.add_argument("--sections", default="servers,layers,functions")
+    parser.add_argument(
+        "--no-valgrind", action="store_true", help="CPU time even when valgrind is installed"
+    )
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker[0], int(args.worker[1]))
+        return 0
+    sections = set(args.sections.split(","))
+    valgrind = shutil.which("valgrind") is not None and not args.no_valgrind
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    servers = (
+        measure_servers(args.server_rounds, args.server_duration) if "servers" in sections else []
+    )
+    layers: list[LayerRow] = []
+    if "layers" in sections:
+        redis = RedisServer()
+        redis.start()
+        try:
+            layers = measure_layers(redis.url, args.layer_rounds, valgrind)
+        finally:
+            redis.stop()
+    functions: dict[str, object] = (
+        measure_functions(args.live_seconds)
+        if "functions" in sections
+        else {"skipped": "not asked for"}
+    )
+    meta: dict[str, object] = {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "valgrind": valgrind,
+        "server_rounds": args.server_rounds,
+        "layer_rounds": args.layer_rounds,
+    }
+    write_report(servers, layers, functions, meta, args.out)
+    print((args.out / "profile.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
