@@ -203,6 +203,15 @@ def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow
 # --- 1. server CPU per request ------------------------------------------------------
 
 
+# What each server adds to: one component per row.
+SERVER_REFERENCE = {
+    "bare+16-headers": "bare",  # the header volume
+    "bare+16-headers+redis-check": "bare+16-headers",  # one Redis check, nothing else
+    "gatehouse-memory": "bare+16-headers",  # the edge's logic
+    "gatehouse-redis": "gatehouse-memory",  # the shared counter instead of the local one
+}
+
+
 @dataclass
 class ServerRow:
     server: str
@@ -223,6 +232,7 @@ def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
     servers = [
         Server("bare", "bench.apps.bare:app", {}),
         Server("bare+16-headers", "bench.apps.bare_headers:app", {}),
+        Server("bare+16-headers+redis-check", "bench.apps.floor:app", {"BENCH_REDIS_URL": url}, redis),
         Server("gatehouse-memory", "gatehouse.main:app", dict(GATEHOUSE_ENV)),
         Server("gatehouse-redis", "gatehouse.main:app", {**GATEHOUSE_ENV, "APP_REDIS_URL": url}, redis),
     ]  # fmt: skip
@@ -348,18 +358,19 @@ def write_report(
             f"{meta['server_rounds']} interleaved rounds. The server saturates its core, so "
             "throughput is about 1 / CPU per request.",
             "",
-            "| server | CPU us/request | added us | req/s | x bare (CPU) | scripts/request |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| server | CPU us/request | added us | over | req/s | x bare (CPU) | scripts/request |",
+            "|---|---:|---:|---|---:|---:|---:|",
         ]
-        previous = bare.cpu_us_per_request
+        cpu = {row.server: row.cpu_us_per_request for row in servers}
         for row in servers:
             scripts = "-" if row.scripts_per_request is None else f"{row.scripts_per_request:.2f}"
+            over = SERVER_REFERENCE.get(row.server)
+            added = f"{row.cpu_us_per_request - cpu[over]:+.1f}" if over in cpu else "-"
             lines.append(
-                f"| {row.server} | {row.cpu_us_per_request:.1f} | "
-                f"{row.cpu_us_per_request - previous:+.1f} | {row.rps:.0f} | "
-                f"{bare.cpu_us_per_request / row.cpu_us_per_request:.2f} | {scripts} |"
+                f"| {row.server} | {row.cpu_us_per_request:.1f} | {added} | {over or '-'} | "
+                f"{row.rps:.0f} | {bare.cpu_us_per_request / row.cpu_us_per_request:.2f} | "
+                f"{scripts} |"
             )
-            previous = row.cpu_us_per_request
         lines += [
             "",
             f"0.70x of bare needs at most {bare.cpu_us_per_request / 0.7:.1f} us per request: "

@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     redis_slow_lesson = RedisServer()
     redis_windows = RedisServer()
     redis_default_gc = RedisServer()
+    redis_floor = RedisServer()
     redises = [
+        redis_floor,
         redis_plain,
         redis_lesson,
         redis_slow_gatehouse,
@@ -339,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
 
         bare = Server("bare", "bench.apps.bare:app", {})
         bare_headers = Server("bare+16-headers", "bench.apps.bare_headers:app", {})
+        floor = Server(
+            "bare+16-headers+redis-check",
+            "bench.apps.floor:app",
+            {"BENCH_REDIS_URL": url(redis_floor)},
+            redis_floor,
+        )
         lesson_memory = Server(
             "lesson-memory", "bench.apps.lesson:app", {"BENCH_STORAGE_URI": "memory://"}
         )
@@ -376,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         main_servers = [
             bare,
             bare_headers,
+            floor,
             lesson_memory,
             lesson_redis,
             gate_memory,

@@ -20,6 +20,7 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
     expected_servers = {
         "bare",
         "bare+16-headers",
+        "bare+16-headers+redis-check",
         "lesson-memory",
         "lesson-redis",
         "gatehouse-memory",
@@ -37,6 +38,10 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
         1.0, abs=0.05
     )
     assert rows[("preflight", "gatehouse-redis")]["redis_commands"] == 0
+    # The floor server makes the same single check per request as Gatehouse.
+    assert rows[("throughput", "bare+16-headers+redis-check")]["script_calls"] == pytest.approx(
+        1.0, abs=0.05
+    )
     assert rows[("throughput", "gatehouse-redis")]["errors"] == 0
     # The pipelined client never needs more than one write per check.
     assert rows[("slow-redis", "gatehouse-redis-slow")]["round_trips"] <= 1.0

@@ -43,7 +43,13 @@ def test_every_layer_is_measured_from_the_inside_out(profile):
 def test_servers_are_measured_and_the_redis_one_checks_once_per_request(profile):
     data, report = profile
     rows = {row["server"]: row for row in data["servers"]}
-    assert list(rows) == ["bare", "bare+16-headers", "gatehouse-memory", "gatehouse-redis"]
+    assert list(rows) == [
+        "bare",
+        "bare+16-headers",
+        "bare+16-headers+redis-check",
+        "gatehouse-memory",
+        "gatehouse-redis",
+    ]
     assert all(row["cpu_us_per_request"] > 0 and row["rps"] > 0 for row in rows.values())
     assert rows["gatehouse-redis"]["scripts_per_request"] == pytest.approx(1.0, abs=0.05)
     assert rows["gatehouse-memory"]["scripts_per_request"] is None

@@ -1,0 +1,38 @@
+"""The floor under any edge that honours Gatehouse's contract: headers and one Redis check.
+
+Bare FastAPI (the same route) plus the 16 header fields Gatehouse must add, as
+constants, plus one rate-limit check per request through Gatehouse's own pipelined
+Redis client (``BENCH_REDIS_URL``), its answer ignored. No other logic: no host or
+origin check, no request id, no metrics. What this server loses to bare FastAPI, an
+edge in Python with this contract loses before doing anything else.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.types import Message, Receive, Scope, Send
+
+from bench.apps.bare import app as bare
+from bench.apps.bare_headers import GATEHOUSE_LIKE_HEADERS
+from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript
+from gatehouse.ratelimit.storage import CHECK_SCRIPT
+
+connection = PipelinedRedis.from_url(os.environ["BENCH_REDIS_URL"], None, timeout=0.25)
+check = PipelinedScript(connection, CHECK_SCRIPT)
+KEYS = ["floor:{ip:127.0.0.1}:/search:1000000/60"]
+ARGS = [1, 1_000_000, 60_000]  # cost, then the window: never refuses
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http" or scope["path"] != "/search":
+        await bare(scope, receive, send)
+        return
+    await check(KEYS, ARGS)
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *GATEHOUSE_LIKE_HEADERS]
+        await send(message)
+
+    await bare(scope, receive, send_with_headers)
