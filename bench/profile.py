@@ -32,6 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import RedisServer
 
@@ -63,18 +64,43 @@ def _edge_chain(app: object) -> list[object]:
     return chain
 
 
+class DoNothingLayer:
+    """An ASGI layer that only passes the request on: what a layer costs by itself."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class SendWrapperLayer(DoNothingLayer):
+    """A layer that wraps ``send`` and adds nothing: the frame of a header-adding layer."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def wrapped(message: Any) -> None:
+            await send(message)
+
+        await self.app(scope, receive, wrapped)
+
+
 def _worker_app(config: str) -> object:
     """The ASGI app a worker drives.
 
     ``bare``; ``gatehouse:<layer>``, Gatehouse entered at that layer (``FastAPI``: the
     app without its edge); ``gatehouse-default-gc``, the whole edge with CPython's
-    default collector settings instead of Gatehouse's.
+    default collector settings instead of Gatehouse's; ``do-nothing-layer`` and
+    ``send-wrapper-layer``, Gatehouse's FastAPI app in one layer that does no work.
     """
     if config == "bare":
         from bench.apps.bare import app as bare
 
         return bare
     from gatehouse.main import app
+
+    if config in ("do-nothing-layer", "send-wrapper-layer"):
+        inner = _edge_chain(app)[-1]
+        return DoNothingLayer(inner) if config == "do-nothing-layer" else SendWrapperLayer(inner)
 
     if config == "gatehouse-default-gc":
         import gc
@@ -172,6 +198,10 @@ def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow
     plans.append(("redis", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
     plans += [("redis", f"gatehouse:{layer}", f"+ {layer}") for layer in LAYERS]
     plans.append(("redis", "gatehouse-default-gc", "the whole edge, CPython's default GC"))
+    # What the composition itself costs, each compared with the app alone.
+    plans.append(("scaffolding", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
+    plans.append(("scaffolding", "do-nothing-layer", "+ one layer that only passes it on"))
+    plans.append(("scaffolding", "send-wrapper-layer", "+ one layer that only wraps send"))
 
     short = max(2, rounds // 6)
 
@@ -192,10 +222,15 @@ def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow
         costs = list(pool.map(cost, plans))
     rows: list[LayerRow] = []
     for (storage, config, label), per_request in zip(plans, costs, strict=True):
-        # Each row adds to the one before it in its storage; the default-GC row is
-        # compared with the whole edge (the row before it too).
-        same_storage = [row for row in rows if row.storage == storage]
-        before = same_storage[-1].per_request if same_storage else per_request
+        # Each row adds to the one before it in its group (the default-GC row: to the
+        # whole edge, the row before it too); scaffolding rows, to the app alone.
+        group = [row for row in rows if row.storage == storage]
+        if not group:
+            before = per_request
+        elif storage == "scaffolding":
+            before = group[0].per_request
+        else:
+            before = group[-1].per_request
         rows.append(LayerRow(storage, config, label, per_request, per_request - before))
     return rows
 
@@ -388,7 +423,7 @@ def write_report(
             + " No sockets to clients: uvicorn's protocol and the kernel are not in these "
             "figures, Redis's replies are.",
             "",
-            f"| storage | configuration | {unit}/request | added |",
+            f"| group | configuration | {unit}/request | added |",
             "|---|---|---:|---:|",
         ]
         digits = 0 if meta["valgrind"] else 1

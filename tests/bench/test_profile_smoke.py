@@ -35,6 +35,9 @@ def test_every_layer_is_measured_from_the_inside_out(profile):
         ("redis", "gatehouse:FastAPI"),
         *[("redis", config) for config in edge],
         ("redis", "gatehouse-default-gc"),
+        ("scaffolding", "gatehouse:FastAPI"),
+        ("scaffolding", "do-nothing-layer"),
+        ("scaffolding", "send-wrapper-layer"),
     ]
     assert all(row["per_request"] > 0 for row in data["layers"])
     assert "## 2. Layers, in process" in report
