@@ -36,6 +36,7 @@ from typing import Any
 
 from tests.helpers import RedisServer
 
+from bench.capacity import process_cpu_seconds
 from bench.load import run_load
 from bench.run import GATEHOUSE_ENV, ROOT, SEARCH, Server, command_stats, delta
 
@@ -96,18 +97,15 @@ def _worker_app(config: str) -> object:
         from bench.apps.bare import app as bare
 
         return bare
+    if config == "gatehouse-default-gc":
+        from bench.apps.gatehouse_default_gc import app as default_gc
+
+        return default_gc
     from gatehouse.main import app
 
     if config in ("do-nothing-layer", "send-wrapper-layer"):
         inner = _edge_chain(app)[-1]
         return DoNothingLayer(inner) if config == "do-nothing-layer" else SendWrapperLayer(inner)
-
-    if config == "gatehouse-default-gc":
-        import gc
-
-        gc.unfreeze()
-        gc.set_threshold(700, 10, 10)
-        return app
     wanted = config.removeprefix("gatehouse:")
     for layer in _edge_chain(app):
         if type(layer).__name__ == wanted or (wanted == "FastAPI" and not hasattr(layer, "app")):
@@ -255,11 +253,6 @@ class ServerRow:
     scripts_per_request: float | None
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
     redis = RedisServer()
     redis.start()
@@ -278,10 +271,10 @@ def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
         for _ in range(rounds):
             for server in servers:
                 assert server.process is not None
-                before_cpu = _cpu_seconds(server.process.pid)
+                before_cpu = process_cpu_seconds(server.process.pid)
                 before_stats = command_stats(server.redis)
                 load = run_load("127.0.0.1", server.port, SEARCH, duration=duration)
-                cpu = _cpu_seconds(server.process.pid) - before_cpu
+                cpu = process_cpu_seconds(server.process.pid) - before_cpu
                 scripts = None
                 if server.redis is not None:
                     scripts = delta(before_stats, command_stats(server.redis))[1] / load.requests
@@ -317,9 +310,9 @@ def _frame_name(frame: str) -> str:
 
 
 def measure_functions(seconds: float) -> dict[str, object]:
-    if shutil.which("py-spy") is None and not (Path(sys.executable).parent / "py-spy").exists():
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=Path(sys.executable).parent)
+    if py_spy is None:
         return {"skipped": "py-spy is not installed (uv sync installs it)"}
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     redis = RedisServer()
     redis.start()
     server = Server(

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from bench.apps.bare import app as bare
-from bench.apps.bare_headers import GATEHOUSE_LIKE_HEADERS
+from bench.apps.bare_headers import app as bare_with_headers
 from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript
 from gatehouse.ratelimit.storage import CHECK_SCRIPT
 
@@ -29,10 +29,4 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await bare(scope, receive, send)
         return
     await check(KEYS, ARGS)
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), *GATEHOUSE_LIKE_HEADERS]
-        await send(message)
-
-    await bare(scope, receive, send_with_headers)
+    await bare_with_headers(scope, receive, send)

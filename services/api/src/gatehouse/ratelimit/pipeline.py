@@ -40,12 +40,16 @@ class RedisReplyError(StorageError):
     """Redis answered with an error (a script error, OOM, NOAUTH ...)."""
 
 
+def bulk_string(data: bytes) -> bytes:
+    """One RESP bulk string: ``$<length>\\r\\n<data>\\r\\n``."""
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
 def encode_command(*parts: bytes | str | int) -> bytes:
     """RESP encoding of one command."""
     out = [b"*%d\r\n" % len(parts)]
     for part in parts:
-        data = part if isinstance(part, bytes) else str(part).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        out.append(bulk_string(part if isinstance(part, bytes) else str(part).encode()))
     return b"".join(out)
 
 
@@ -285,12 +289,13 @@ class PipelinedScript:
         self.evalsha_head = EVALSHA_HEAD + b"%s\r\n" % self.sha.encode()
 
     def __call__(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
-        parts = [b"*%d\r\n" % (3 + len(keys) + len(args)), self.evalsha_head]
-        parts.append(b"$%d\r\n%d\r\n" % (len(str(len(keys))), len(keys)))
+        parts = [
+            b"*%d\r\n" % (3 + len(keys) + len(args)),
+            self.evalsha_head,
+            bulk_string(b"%d" % len(keys)),
+        ]
         for key in keys:
-            data = key.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            parts.append(bulk_string(key.encode()))
         for arg in args:
-            data = b"%d" % arg
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            parts.append(bulk_string(b"%d" % arg))
         return self.connection.submit(b"".join(parts))

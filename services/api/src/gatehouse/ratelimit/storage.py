@@ -14,7 +14,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from .errors import StorageError
-from .pipeline import PipelinedRedis, PipelinedScript, RedisReplyError, RedisUnavailable
+from .pipeline import PipelinedRedis, PipelinedScript
 from .policy import Window
 
 # One call checks every window of a limit, all or nothing, and reports each window's
@@ -110,7 +110,7 @@ class PipelinedRunner:
     async def ping(self) -> bool:
         try:
             return bool(await self.connection.execute("PING"))
-        except (RedisUnavailable, RedisReplyError):
+        except StorageError:
             return False
 
     async def close(self) -> None:
@@ -282,7 +282,7 @@ class MemoryWindowStore:
         for key, window in zip(keys, windows, strict=True):
             count, ends_ms = counters.get(key, NO_COUNT)
             if ends_ms <= now_ms:
-                span_ms = window.seconds * 1000
+                span_ms = window.milliseconds
                 count, ends_ms = 0, now_ms - now_ms % span_ms + span_ms
             counts.append(count)
             ends.append(ends_ms)
