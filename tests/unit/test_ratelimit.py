@@ -176,3 +176,14 @@ def test_route_table_reads_slowapi_declarations():
     assert match("/c", "POST") is None
     unmatched = match("/zzz")
     assert unmatched is not None and unmatched.route == "<unmatched>"
+
+
+def test_the_cluster_client_never_reruns_a_check_it_sent():
+    """redis-py's default closes every connection after five MOVED replies, in-flight
+    checks included, and its retry then runs them a second time: one hit counted twice
+    while slots move (caught by tests/topologies' reshard test). Each MOVED must update
+    its own slot instead."""
+    from gatehouse.ratelimit.storage import RedisPyRunner
+
+    runner = RedisPyRunner.from_url("redis+cluster://127.0.0.1:7000", None, 0.25)
+    assert runner.client.reinitialize_steps == 0

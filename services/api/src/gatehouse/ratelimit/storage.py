@@ -149,6 +149,11 @@ class RedisPyRunner:
             # attempt lets a request ride over a node that just moved, within the
             # timeout below; MOVED, ASK and TRYAGAIN are followed whatever this says.
             options["retry"] = Retry(NoBackoff(), 1)
+            # By default redis-py closes every connection after five MOVED replies,
+            # in-flight commands included; those fail after Redis ran them and the
+            # retry above runs them again: a hit counted twice (seen while resharding
+            # under load). Each MOVED updates its own slot instead.
+            options["reinitialize_steps"] = 0
         else:
             # Fail fast: the failure mode decides what to do; retries would only
             # multiply the time a request waits on a dead Redis.
