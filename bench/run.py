@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 from tests.helpers import RedisServer, free_port, stop_process, wait_until
 
+from bench.capacity import process_cpu_seconds
 from bench.load import LoadResult, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,6 +113,8 @@ class Row:
     p50_ms: float
     p99_ms: float
     ratio: float
+    cpu_us: float  # the server's own CPU (user + kernel) per answered request
+    cpu_ratio: float  # bare's CPU per request over this one's: throughput when CPU-bound
     redis_commands: float | None  # every command Redis ran, per request, scripts' included
     script_calls: float | None  # EVALSHA/EVAL per request
     round_trips: float | None  # client writes to Redis per request (slow-Redis proxy only)
@@ -181,7 +184,7 @@ def measure(
     headers: dict[str, str] | None = None,
     proxies: dict[str, DelayProxy] | None = None,
 ) -> list[Row]:
-    results: dict[str, list[tuple[LoadResult, int, int, int | None]]] = {
+    results: dict[str, list[tuple[LoadResult, int, int, int | None, float]]] = {
         s.name: [] for s in servers
     }
     for _ in range(rounds):
@@ -192,17 +195,22 @@ def measure(
             writes_before = (
                 proxies[server.name].writes() if proxies and server.name in proxies else None
             )
+            assert server.process is not None
+            cpu_before = process_cpu_seconds(server.process.pid)
             load = run_load(
                 "127.0.0.1", server.port, SEARCH if method == "GET" else "/search",
                 connections=connections, duration=duration, method=method, headers=headers,
             )  # fmt: skip
+            cpu = process_cpu_seconds(server.process.pid) - cpu_before
             total, scripts = delta(before, command_stats(server.redis))
             writes = None
             if writes_before is not None and proxies:
                 writes = proxies[server.name].writes() - writes_before
-            results[server.name].append((load, total, scripts, writes))
+            cpu_us = cpu / load.requests * 1e6 if load.requests else 0.0
+            results[server.name].append((load, total, scripts, writes, cpu_us))
 
     baseline = statistics.median(load.rps for load, *_ in results[servers[0].name])
+    baseline_cpu = statistics.median(run[4] for run in results[servers[0].name])
     rows = []
     for server in servers:
         runs = results[server.name]
@@ -218,6 +226,12 @@ def measure(
                 p50_ms=load.p50_ms,
                 p99_ms=load.p99_ms,
                 ratio=statistics.median(run[0].rps for run in runs) / baseline if baseline else 0.0,
+                cpu_us=statistics.median(run[4] for run in runs),
+                cpu_ratio=(
+                    baseline_cpu / statistics.median(run[4] for run in runs)
+                    if baseline_cpu
+                    else 0.0
+                ),
                 redis_commands=sum(run[1] for run in runs) / requests if with_redis else None,
                 script_calls=sum(run[2] for run in runs) / requests if with_redis else None,
                 round_trips=(
@@ -257,18 +271,23 @@ def write_markdown(rows: list[Row], meta: dict[str, object], path: Path) -> None
         "",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()),  # type: ignore[attr-defined]
         "",
-        "| scenario | server | req/s | x bare | p50 ms | p99 ms | Redis cmds/req | scripts/req | round trips/req | errors | peak RSS MB | start s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | server | req/s | x bare | CPU us/req | x bare (CPU) | p50 ms | p99 ms | Redis cmds/req | scripts/req | round trips/req | errors | peak RSS MB | start s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row.scenario} | {row.server} | {row.rps:.0f} | {row.ratio:.2f} | {row.p50_ms:.2f} | "
+            f"| {row.scenario} | {row.server} | {row.rps:.0f} | {row.ratio:.2f} | "
+            f"{row.cpu_us:.1f} | {row.cpu_ratio:.2f} | {row.p50_ms:.2f} | "
             f"{row.p99_ms:.2f} | {_cell(row.redis_commands)} | {_cell(row.script_calls)} | "
             f"{_cell(row.round_trips)} | {row.errors} | {row.peak_rss_mb:.0f} | {row.startup_s:.2f} |"
         )
     lines += [
         "",
         "`x bare` is the ratio to bare FastAPI's req/s in the same scenario and run. "
+        "`CPU us/req` is the server process's own CPU time (user + kernel, from /proc) per "
+        "answered request, and `x bare (CPU)` bare's figure over this one: the two ratios "
+        "agree while the server saturates its core, and the CPU one is steadier from run to "
+        "run, because it does not depend on how wrk and Redis share the other core. "
         "`Redis cmds/req` counts every command Redis ran (commands inside scripts too); "
         "`scripts/req` the EVALSHA/EVAL calls; `round trips/req` the writes each server made "
         "to Redis through the delay proxy (pipelined checks share a write, so it can be below 1). "

@@ -29,7 +29,9 @@ def test_every_layer_is_measured_from_the_inside_out(profile):
     configs = [(row["storage"], row["config"]) for row in data["layers"]]
     edge = [f"gatehouse:{layer}" for layer in LAYERS]
     assert configs == [
-        ("memory", "bare"),
+        ("contract", "bare"),
+        ("contract", "bare+16-headers"),
+        ("contract", "floor"),
         ("memory", "gatehouse:FastAPI"),
         *[("memory", config) for config in edge],
         ("redis", "gatehouse:FastAPI"),

@@ -3,9 +3,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-VARY_ORIGIN = (b"vary", b"Origin")
+from .response_fields import add_response_fields
+
+VARY_ORIGIN = ((b"vary", b"Origin"),)
 
 
 class CORSMiddleware(StarletteCORSMiddleware):
@@ -50,14 +52,8 @@ class CORSMiddleware(StarletteCORSMiddleware):
             if name == b"origin":
                 await super().__call__(scope, receive, send)
                 return
-
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # A second Vary field is the same as a comma-joined one (RFC 9110, 5.3).
-                message["headers"] = [*message.get("headers", ()), VARY_ORIGIN]
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)
+        # A second Vary field is the same as a comma-joined one (RFC 9110, 5.3).
+        await self.app(scope, receive, add_response_fields(scope, send, VARY_ORIGIN))
 
     def replace_origins(self, origins: Collection[str]) -> None:
         self.allow_origins = frozenset(origins)

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .response_fields import RESPONSE_FIELDS
+
 REQUEST_ID_HEADER = b"x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 _REQUEST_ID_CHARACTERS = frozenset(
@@ -24,20 +26,20 @@ RequestObserver = Callable[[Scope, int, float, str], None]
 def route_template(scope: Scope) -> str:
     """The template of the route that answered (``/items/{item_id}``), not the URL."""
     route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
+    if route is not None:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            return path
     # A request refused before routing (429) carries the template the limiter matched.
     limited: str = scope.get(LIMITED_ROUTE_KEY, UNMATCHED_ROUTE)
     return limited
 
 
-def _accepted_request_id(value: bytes) -> str | None:
+def _accepted_request_id(value: bytes) -> bool:
     """A caller's id is kept only if short and plain, so it is safe in logs and headers."""
     if not value or len(value) > MAX_REQUEST_ID_LENGTH:
-        return None
-    text = value.decode("latin-1")
-    return text if all(char in _REQUEST_ID_CHARACTERS for char in text) else None
+        return False
+    return all(char in _REQUEST_ID_CHARACTERS for char in value.decode("latin-1"))
 
 
 class RequestContextMiddleware:
@@ -47,6 +49,8 @@ class RequestContextMiddleware:
     is made; it is returned on the response. After the response, ``observer`` gets the
     outcome. If anything inside raises before a response started, this answers 500
     itself, so the client still gets a well-formed response with the outer headers.
+    It also opens the request's ``RESPONSE_FIELDS``: the header fields the layers
+    inside it add are written with the id, on whichever response goes out.
     """
 
     def __init__(self, app: ASGIApp, observer: RequestObserver, logger: logging.Logger) -> None:
@@ -55,7 +59,7 @@ class RequestContextMiddleware:
         self.logger = logger
         # New ids: a random per-process prefix and a counter, unique across replicas
         # and restarts; a tenth of uuid4's cost on the hot path. Not secrets.
-        self.id_prefix = os.urandom(8).hex()
+        self.id_prefix = os.urandom(8).hex().encode()
         self.id_counter = itertools.count()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,34 +68,37 @@ class RequestContextMiddleware:
             return
 
         started = time.perf_counter()
-        request_id: str | None = None
+        raw_id = b""
         for name, value in scope["headers"]:
             if name == REQUEST_ID_HEADER:
-                request_id = _accepted_request_id(value)
+                if _accepted_request_id(value):
+                    raw_id = value
                 break
-        if request_id is None:
-            request_id = f"{self.id_prefix}{next(self.id_counter):010x}"
+        if not raw_id:
+            raw_id = b"%s%010x" % (self.id_prefix, next(self.id_counter))
+        request_id = raw_id.decode("latin-1")
         scope.setdefault("state", {})["request_id"] = request_id
-        id_header = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+        fields = [(REQUEST_ID_HEADER, raw_id)]
+        scope[RESPONSE_FIELDS] = fields
         status = 500
         response_started = False
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_fields(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                message["headers"] = [*message.get("headers", ()), id_header]
+                message["headers"] = [*message.get("headers", ()), *fields]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_fields)
         except Exception:
             self.logger.exception(
                 "unhandled exception", extra={"fields": {"request_id": request_id}}
             )
             if not response_started:
-                await send_with_id(
+                await send_with_fields(
                     {
                         "type": "http.response.start",
                         "status": 500,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from .errors import StorageError
-from .policy import Window
+from .policy import RoutePolicy
 from .storage import MemoryWindowStore, RedisWindowStore, Verdict
 
 FailureMode = Literal["open", "closed"]
@@ -61,18 +61,18 @@ class FailoverStore:
         """True while checks go to the shared Redis."""
         return self.primary is not None and self.down_since is None
 
-    async def hit(self, keys: Sequence[str], windows: Sequence[Window], cost: int) -> Verdict:
+    async def hit(self, keys: Sequence[str], policy: RoutePolicy) -> Verdict:
         if self.primary is None:
-            return self.fallback.hit_now(keys, windows, cost)
+            return self.fallback.hit_now(keys, policy.windows, policy.cost)
         if self.down_since is None:
             try:
-                return await self.primary.hit(keys, windows, cost)
+                return await self.primary.hit(keys, policy)
             except StorageError as error:
                 self._mark_down(error)
         elif not self.probing and self.clock() >= self.next_attempt:
             self.probing = True
             try:
-                verdict = await self.primary.hit(keys, windows, cost)
+                verdict = await self.primary.hit(keys, policy)
             except StorageError as error:
                 self._mark_down(error)
             else:
@@ -82,8 +82,8 @@ class FailoverStore:
                 self.probing = False
         if self.mode == "closed":
             raise LimitUnavailable(retry_after=max(1, round(self.retry_interval + 0.499)))
-        shares = [window.divided(self.replicas) for window in windows]
-        return self.fallback.hit_now(keys, shares, cost)
+        shares = [window.divided(self.replicas) for window in policy.windows]
+        return self.fallback.hit_now(keys, shares, policy.cost)
 
     def _mark_down(self, error: StorageError) -> None:
         self.on_error()

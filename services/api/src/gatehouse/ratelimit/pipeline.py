@@ -147,14 +147,16 @@ class PipelinedRedis:
         timeout) or RedisReplyError. Connecting, when needed, starts here; the command
         waits in the outbox and goes out right after the handshake.
         """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(future, command)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._enqueue(future, command, loop)
         return future
 
-    def _enqueue(self, future: asyncio.Future[Any], command: bytes) -> None:
+    def _enqueue(
+        self, future: asyncio.Future[Any], command: bytes, loop: asyncio.AbstractEventLoop
+    ) -> None:
         # The outbox is written in order and replies come in order: the two lists
         # grow together, so the n-th reply settles the n-th future.
-        loop = asyncio.get_running_loop()
         self.pending.append((future, time.monotonic() + self.timeout, command))
         self.outbox.append(command)
         if self.transport is None:
@@ -193,7 +195,7 @@ class PipelinedRedis:
         if self.transport is None:
             future.set_exception(RedisUnavailable("connection lost"))
             return
-        self._enqueue(future, command)
+        self._enqueue(future, command, asyncio.get_running_loop())
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -281,21 +283,37 @@ class PipelinedRedis:
 class PipelinedScript:
     """A Lua script run by EVALSHA; the connection sends EVAL when Redis answers NOSCRIPT."""
 
+    MAX_TEMPLATES = 256  # distinct argument lists: one per limit policy, reloads included
+
     def __init__(self, connection: PipelinedRedis, source: str) -> None:
         self.connection = connection
         self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
         connection.register_script(self.sha.encode(), source.encode())
-        # The command's fixed start, encoded once; a check only encodes its keys and args.
         self.evalsha_head = EVALSHA_HEAD + b"%s\r\n" % self.sha.encode()
+        # (key count, args) -> the command before its keys and after them. A policy's
+        # arguments never change, so a check only encodes its keys: bytes formatting is
+        # the costly part of a command (measured: 17,000 instructions to encode one
+        # check part by part, 3,000 with the ends reused).
+        self.templates: dict[tuple[int, tuple[int, ...]], tuple[bytes, bytes]] = {}
 
     def __call__(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
-        parts = [
-            b"*%d\r\n" % (3 + len(keys) + len(args)),
+        template_key = (len(keys), tuple(args))
+        template = self.templates.get(template_key)
+        if template is None:
+            template = self._template(len(keys), args)
+            if len(self.templates) < self.MAX_TEMPLATES:
+                self.templates[template_key] = template
+        head, tail = template
+        if len(keys) == 1:
+            key = keys[0].encode()
+            return self.connection.submit(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail))
+        encoded = [bulk_string(key.encode()) for key in keys]
+        return self.connection.submit(b"".join((head, *encoded, tail)))
+
+    def _template(self, key_count: int, args: Sequence[int]) -> tuple[bytes, bytes]:
+        head = b"*%d\r\n%s%s" % (
+            3 + key_count + len(args),
             self.evalsha_head,
-            bulk_string(b"%d" % len(keys)),
-        ]
-        for key in keys:
-            parts.append(bulk_string(key.encode()))
-        for arg in args:
-            parts.append(bulk_string(b"%d" % arg))
-        return self.connection.submit(b"".join(parts))
+            bulk_string(b"%d" % key_count),
+        )
+        return head, b"".join(bulk_string(b"%d" % arg) for arg in args)

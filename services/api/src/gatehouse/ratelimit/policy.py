@@ -47,9 +47,13 @@ class RoutePolicy:
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
     shadow: bool = False  # counted exactly, never refused, no headers: a dry run
     # Worked out once, so a check only formats what changes per request.
-    policy_header: bytes = field(init=False)
     key_suffixes: tuple[str, ...] = field(init=False)
-    limit_values: tuple[bytes, ...] = field(init=False)
+    # The check script's ARGV: cost, then (amount, window in ms) per window.
+    script_args: tuple[int, ...] = field(init=False)
+    # Response header fields that never change: X-RateLimit-Limit per window, and
+    # RateLimit-Policy; the item name per window, for the RateLimit field.
+    limit_fields: tuple[tuple[bytes, bytes], ...] = field(init=False)
+    policy_field: tuple[bytes, bytes] = field(init=False)
     item_names: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,13 +62,19 @@ class RoutePolicy:
             f'"{name}";q={window.amount};w={window.seconds}'
             for name, window in zip(names, self.windows, strict=True)
         ]
+        script_args = [self.cost]
+        for window in self.windows:
+            script_args += [window.amount, window.milliseconds]
         constants = {
-            "policy_header": ", ".join(items).encode("latin-1"),
             "key_suffixes": tuple(
                 f":{self.route.replace('{', '<').replace('}', '>')}:{w.amount}/{w.seconds}"
                 for w in self.windows
             ),
-            "limit_values": tuple(b"%d" % window.amount for window in self.windows),
+            "script_args": tuple(script_args),
+            "limit_fields": tuple(
+                (b"x-ratelimit-limit", b"%d" % window.amount) for window in self.windows
+            ),
+            "policy_field": (b"ratelimit-policy", ", ".join(items).encode("latin-1")),
             "item_names": tuple(f'"{name}"'.encode("latin-1") for name in names),
         }
         for attribute, value in constants.items():
