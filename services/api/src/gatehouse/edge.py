@@ -2,7 +2,8 @@
 
     uvicorn --proxy-headers      client IP and scheme from X-Forwarded-* of trusted peers only
     SecurityHeadersMiddleware    security headers on every response, errors included
-    RequestContextMiddleware     X-Request-ID, access log, metrics, last-resort 500
+    RequestContextMiddleware     X-Request-ID, access log, metrics, last-resort 500, and one
+                                 send wrapper for the fields the layers inside it add
     CORSMiddleware               the namespace's allowlist; preflights answered here
     TrustedHostMiddleware        Host allowlist; probe paths exempt
     HTTPSRedirectMiddleware      optional; probe paths exempt
