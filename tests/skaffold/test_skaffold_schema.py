@@ -15,7 +15,18 @@ import yaml
 from tests.helpers import ROOT
 
 SKAFFOLD = ROOT / "skaffold.yaml"
-SCHEMA = Path("/work/shared/schemas/skaffold-v4beta14.json")
+# shared/ lies beside the project's checkout (CI copies it beside its clone).
+SCHEMA = next(
+    (
+        path
+        for path in (
+            ROOT.parent / "shared" / "schemas" / "skaffold-v4beta14.json",
+            Path("/work/shared/schemas/skaffold-v4beta14.json"),
+        )
+        if path.is_file()
+    ),
+    ROOT.parent / "shared" / "schemas" / "skaffold-v4beta14.json",
+)
 ENVIRONMENTS = ("dev", "staging", "prod")
 VERIFY_NAMESPACE = "gatehouse-verify"
 STAGE = ["scripts/build-image", "--stage-only"]
