@@ -182,7 +182,7 @@ def worker(config: str, rounds: int) -> None:
         protocol = HttpToolsProtocol(settings, state, {}, _loop=loop)
         transport = MemoryTransport(("127.0.0.1", 40000 + index))
         protocol.connection_made(transport)  # type: ignore[arg-type]
-        finished: asyncio.Future[None] = loop.create_future()
+        finished: asyncio.Future[None]
         complete = protocol.on_response_complete
 
         def on_response_complete() -> None:

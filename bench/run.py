@@ -218,6 +218,7 @@ def measure(
         load = median_run[0]
         requests = sum(run[0].requests for run in runs)
         with_redis = server.redis is not None
+        cpu_us = statistics.median(run[4] for run in runs)
         rows.append(
             Row(
                 scenario=scenario,
@@ -226,12 +227,8 @@ def measure(
                 p50_ms=load.p50_ms,
                 p99_ms=load.p99_ms,
                 ratio=statistics.median(run[0].rps for run in runs) / baseline if baseline else 0.0,
-                cpu_us=statistics.median(run[4] for run in runs),
-                cpu_ratio=(
-                    baseline_cpu / statistics.median(run[4] for run in runs)
-                    if baseline_cpu
-                    else 0.0
-                ),
+                cpu_us=cpu_us,
+                cpu_ratio=baseline_cpu / cpu_us if cpu_us else 0.0,
                 redis_commands=sum(run[1] for run in runs) / requests if with_redis else None,
                 script_calls=sum(run[2] for run in runs) / requests if with_redis else None,
                 round_trips=(

@@ -153,9 +153,7 @@ def _request_observer(metrics: Metrics, access_log: bool) -> RequestObserver:
 
     def observe(scope: Scope, status: int, duration: float, request_id: str) -> None:
         route = route_template(scope)
-        method = scope["method"]
-        if method not in KNOWN_METHODS:
-            method = "OTHER"
+        method = scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER"
         observe_request(route, method, status, duration)
         if access_log:
             client = scope.get("client")

@@ -26,10 +26,9 @@ RequestObserver = Callable[[Scope, int, float, str], None]
 def route_template(scope: Scope) -> str:
     """The template of the route that answered (``/items/{item_id}``), not the URL."""
     route = scope.get("route")
-    if route is not None:
-        path = getattr(route, "path", None)
-        if isinstance(path, str):
-            return path
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
     # A request refused before routing (429) carries the template the limiter matched.
     limited: str = scope.get(LIMITED_ROUTE_KEY, UNMATCHED_ROUTE)
     return limited

@@ -69,7 +69,7 @@ class TrustedHostMiddleware:
                 raw_host = value
                 hosts += 1
         # Two Host fields are a 400 (RFC 9112 3.2): proxies may disagree on which counts.
-        if hosts == 1 and (self.verdicts.get(raw_host) or self.is_allowed(raw_host)):
+        if hosts == 1 and self.is_allowed(raw_host):
             await self.app(scope, receive, send)
             return
         await send(

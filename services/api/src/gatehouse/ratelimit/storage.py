@@ -256,7 +256,7 @@ class RedisWindowStore:
         if self.observe_latency is not None:
             self.observe_latency(time.perf_counter() - started)
         if len(reply) == 3:  # one window
-            return tuple.__new__(Verdict, (reply[0] == 1, (reply[1],), (reply[2],)))
+            return verdict(reply[0] == 1, (reply[1],), (reply[2],))
         return verdict(reply[0] == 1, tuple(reply[1::2]), tuple(reply[2::2]))
 
     async def ping(self) -> bool:
