@@ -9,7 +9,9 @@ import httpx
 import pytest
 
 from gatehouse.middleware.cors import CORSMiddleware
+from gatehouse.middleware.cross_site import CrossSiteRequestMiddleware
 from gatehouse.middleware.response_fields import RESPONSE_FIELDS, add_response_fields
+from gatehouse.middleware.trusted_hosts import TrustedHostMiddleware
 from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript, encode_command
 from gatehouse.ratelimit.policy import RoutePolicy, Window
 from gatehouse.ratelimit.storage import CHECK_SCRIPT, MemoryWindowStore, Verdict
@@ -121,3 +123,59 @@ async def test_cors_alone_still_says_vary_origin():
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cors), base_url="http://t") as c:
         response = await c.get("/")
     assert response.headers["vary"] == "Origin"
+
+
+def _pass_through_layers(inner: Any) -> list[Any]:
+    return [
+        CORSMiddleware(
+            inner,
+            allow_origins=["https://app.example.com"],
+            allow_methods=["GET"],
+            allow_headers=[],
+            expose_headers=[],
+            max_age=600,
+        ),
+        TrustedHostMiddleware(inner, allowed_hosts=["api.example.com"]),
+        CrossSiteRequestMiddleware(inner, allowed_origins=["https://app.example.com"]),
+    ]
+
+
+async def test_a_layer_that_passes_a_request_on_adds_no_coroutine():
+    """It hands back the inner app's awaitable, so it is no frame that every Redis
+    reply has to resume through; a refusal is still answered by the layer."""
+    passed_on = object()
+    received: list[Any] = []
+
+    def inner(scope, receive, send):
+        received.append(scope)
+        return passed_on
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/search",
+        "headers": [(b"host", b"api.example.com")],
+    }
+    for layer in _pass_through_layers(inner):
+        assert layer(dict(scope), None, None) is passed_on, type(layer).__name__
+    assert len(received) == 3
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message):
+        sent.append(message)
+
+    refused = [
+        {**scope, "headers": [(b"origin", b"https://evil.example.net")]},  # CORS: preflight
+        {**scope, "headers": [(b"host", b"evil.example.net")]},
+        {**scope, "method": "POST", "headers": [(b"origin", b"https://evil.example.net")]},
+    ]
+    refused[0]["method"] = "OPTIONS"
+    refused[0]["headers"] += [(b"access-control-request-method", b"GET")]
+    for layer, request in zip(_pass_through_layers(inner), refused, strict=True):
+        sent.clear()
+        await layer(request, None, send)
+        assert sent[0]["status"] == {CORSMiddleware: 400, TrustedHostMiddleware: 400}.get(
+            type(layer), 403
+        ), type(layer).__name__
+    assert len(received) == 3  # none of the refusals reached the inner app

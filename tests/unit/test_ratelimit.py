@@ -6,6 +6,7 @@ import pytest
 from slowapi import Limiter
 from starlette.routing import Route
 
+from gatehouse.ratelimit.declarations import DeclaringLimiter
 from gatehouse.ratelimit.keys import client_key, request_key
 from gatehouse.ratelimit.policy import RoutePolicy, Window, build_route_table, parse_windows
 from gatehouse.ratelimit.storage import MemoryWindowStore
@@ -143,8 +144,15 @@ def test_rate_strings_parse_with_limits():
     )
 
 
-def test_route_table_reads_slowapi_declarations():
-    limiter = Limiter(key_func=request_key, enabled=False)
+@pytest.mark.parametrize(
+    "limiter",
+    [
+        Limiter(key_func=request_key, enabled=False),
+        DeclaringLimiter(key_func=request_key, default_limit="1/second"),
+    ],
+    ids=["slowapi", "declaring"],
+)
+def test_route_table_reads_slowapi_declarations(limiter):
 
     @limiter.limit("5/minute")
     async def limited(request):  # pragma: no cover - never called
@@ -176,6 +184,40 @@ def test_route_table_reads_slowapi_declarations():
     assert match("/c", "POST") is None
     unmatched = match("/zzz")
     assert unmatched is not None and unmatched.route == "<unmatched>"
+
+
+def test_declaring_limiter_keeps_routes_as_written_and_records_as_slowapi_does():
+    limiter = DeclaringLimiter(key_func=request_key, default_limit="1/second")
+
+    async def limited(request):  # pragma: no cover - never called
+        return None
+
+    async def shared(request):  # pragma: no cover
+        return None
+
+    async def open_route(request):  # pragma: no cover
+        return None
+
+    assert limiter.limit("5/minute;100/hour", per_method=True)(limited) is limited
+    assert limiter.shared_limit("3/second", scope="group")(shared) is shared
+    assert limiter.exempt(open_route) is open_route
+    assert not limiter.enabled  # slowapi's own (blocking) check never runs
+    name = f"{limited.__module__}.{limited.__name__}"
+    assert [str(lim.limit) for lim in limiter._route_limits[name]] == [
+        "5 per 1 minute",
+        "100 per 1 hour",
+    ]
+    assert limiter._route_limits[name][0].per_method
+    assert [str(lim.limit) for lim in limiter._route_limits[f"{shared.__module__}.shared"]] == [
+        "3 per 1 second"
+    ]
+    assert f"{open_route.__module__}.{open_route.__name__}" in limiter._exempt_routes
+
+    async def no_request(q):  # pragma: no cover
+        return None
+
+    with pytest.raises(Exception, match='No "request"'):
+        limiter.limit("5/minute")(no_request)
 
 
 def test_the_cluster_client_never_reruns_a_check_it_sent():

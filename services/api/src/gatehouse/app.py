@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, field_validator
 from slowapi import Limiter
 
 from .metrics import Metrics
+from .ratelimit.declarations import DeclaringLimiter
 from .ratelimit.failover import FailoverStore
 from .ratelimit.keys import request_key
 from .settings import Settings
@@ -42,15 +43,10 @@ class Item(ItemIn):
     id: int
 
 
-def create_limiter(settings: Settings) -> Limiter:
-    # slowapi is how routes declare their limits. Its own check is synchronous Redis
-    # I/O inside the event loop, so it stays disabled; the edge enforces what is
-    # declared here (``gatehouse.ratelimit``).
-    return Limiter(
-        key_func=request_key,
-        default_limits=[settings.rate_limit_default],
-        enabled=False,
-    )
+def create_limiter(settings: Settings) -> DeclaringLimiter:
+    # slowapi is how routes declare their limits; the edge enforces what is declared
+    # here (``gatehouse.ratelimit``), slowapi's own check never runs.
+    return DeclaringLimiter(key_func=request_key, default_limit=settings.rate_limit_default)
 
 
 def create_app(

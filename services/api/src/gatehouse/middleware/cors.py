@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,16 +44,17 @@ class CORSMiddleware(StarletteCORSMiddleware):
         )
         self.on_refused = on_refused
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # Not a coroutine function (Starlette's is; an ASGI app need only return an
+    # awaitable): a request passed on is the inner app's own awaitable, so this layer
+    # is no frame that each await below it resumes through (edge.py).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         for name, _value in scope["headers"]:
             if name == b"origin":
-                await super().__call__(scope, receive, send)
-                return
+                return super().__call__(scope, receive, send)
         # A second Vary field is the same as a comma-joined one (RFC 9110, 5.3).
-        await self.app(scope, receive, add_response_fields(scope, send, VARY_ORIGIN))
+        return self.app(scope, receive, add_response_fields(scope, send, VARY_ORIGIN))
 
     def replace_origins(self, origins: Collection[str]) -> None:
         self.allow_origins = frozenset(origins)
