@@ -15,12 +15,6 @@ Outer layers wrap everything that can answer, so a 400 from the host check, a 42
 a preflight and a 500 all carry the security headers and, for an allowed origin,
 the CORS headers: a browser then reads the real status instead of a CORS error.
 The FastAPI app's own 500 handler sits inside all of them.
-
-The layers that only look at a request and pass it on (CORS without ``Origin``, the
-host, redirect and cross-site checks) are plain functions returning the inner app's
-awaitable, not coroutines awaiting it: a request waiting on Redis is then suspended
-under five of Gatehouse's frames instead of eight, and each resumption walks them all.
-The outermost layer stays a coroutine function: uvicorn tells ASGI 3 from ASGI 2 by it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 
 from starlette.middleware.cors import CORSMiddleware as StarletteCORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -44,17 +44,16 @@ class CORSMiddleware(StarletteCORSMiddleware):
         )
         self.on_refused = on_refused
 
-    # Not a coroutine function (Starlette's is; an ASGI app need only return an
-    # awaitable): a request passed on is the inner app's own awaitable, so this layer
-    # is no frame that each await below it resumes through (edge.py).
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            return self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         for name, _value in scope["headers"]:
             if name == b"origin":
-                return super().__call__(scope, receive, send)
+                await super().__call__(scope, receive, send)
+                return
         # A second Vary field is the same as a comma-joined one (RFC 9110, 5.3).
-        return self.app(scope, receive, add_response_fields(scope, send, VARY_ORIGIN))
+        await self.app(scope, receive, add_response_fields(scope, send, VARY_ORIGIN))
 
     def replace_origins(self, origins: Collection[str]) -> None:
         self.allow_origins = frozenset(origins)

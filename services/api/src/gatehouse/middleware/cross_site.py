@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -62,16 +62,15 @@ class CrossSiteRequestMiddleware:
             return origin not in self.allowed_origins
         return fetch_site == b"cross-site"
 
-    # Not a coroutine function: a request passed on is the inner app's own awaitable,
-    # so this layer is no frame that each await below it resumes through (edge.py).
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
             or self.policy == "off"
             or scope["method"] not in UNSAFE_METHODS
             or not self.is_cross_site(scope)
         ):
-            return self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         client = scope.get("client")
         fields = {
             "method": scope["method"],
@@ -81,13 +80,10 @@ class CrossSiteRequestMiddleware:
         if self.policy == "shadow":
             self.on_cross_site("shadowed")
             self.logger.info("cross-site request would have been refused", extra={"fields": fields})
-            return self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         self.on_cross_site("refused")
         self.logger.info("cross-site request refused", extra={"fields": fields})
-        return self._refuse(send)
-
-    @staticmethod
-    async def _refuse(send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",

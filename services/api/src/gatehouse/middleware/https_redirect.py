@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection
+from collections.abc import Collection
 
 from starlette.middleware.httpsredirect import HTTPSRedirectMiddleware as StarletteHTTPSRedirect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,9 +20,8 @@ class HTTPSRedirectMiddleware:
         self.exempt_paths = frozenset(exempt_paths)
         self.redirecting = StarletteHTTPSRedirect(app)
 
-    # Not a coroutine function: a request passed on is the inner app's own awaitable,
-    # so this layer is no frame that each await below it resumes through (edge.py).
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in self.exempt_paths:
-            return self.app(scope, receive, send)
-        return self.redirecting(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
+        await self.redirecting(scope, receive, send)

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Collection
+from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -58,11 +58,10 @@ class TrustedHostMiddleware:
                 self.verdicts[raw_host] = verdict
         return verdict
 
-    # Not a coroutine function: a request passed on is the inner app's own awaitable,
-    # so this layer is no frame that each await below it resumes through (edge.py).
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in self.exempt_paths:
-            return self.app(scope, receive, send)
+            await self.app(scope, receive, send)
+            return
         raw_host = b""
         hosts = 0
         for name, value in scope["headers"]:
@@ -71,11 +70,8 @@ class TrustedHostMiddleware:
                 hosts += 1
         # Two Host fields are a 400 (RFC 9112 3.2): proxies may disagree on which counts.
         if hosts == 1 and self.is_allowed(raw_host):
-            return self.app(scope, receive, send)
-        return self._refuse(send)
-
-    @staticmethod
-    async def _refuse(send: Send) -> None:
+            await self.app(scope, receive, send)
+            return
         await send(
             {
                 "type": "http.response.start",
