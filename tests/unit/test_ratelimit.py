@@ -220,6 +220,20 @@ def test_declaring_limiter_keeps_routes_as_written_and_records_as_slowapi_does()
         limiter.limit("5/minute")(no_request)
 
 
+def test_the_environment_cannot_turn_slowapis_own_check_on(monkeypatch):
+    """Stock slowapi reads RATELIMIT_ENABLED from the environment over ``enabled=False``:
+    a stray variable would run its synchronous check inside every limited route."""
+    monkeypatch.setenv("RATELIMIT_ENABLED", "true")
+    assert Limiter(key_func=request_key, enabled=False).enabled  # the defect, still there
+    limiter = DeclaringLimiter(key_func=request_key, default_limit="1/second")
+    assert not limiter.enabled
+
+    async def limited(request):  # pragma: no cover - never called
+        return None
+
+    assert limiter.limit("5/minute")(limited) is limited
+
+
 def test_the_cluster_client_never_reruns_a_check_it_sent():
     """redis-py's default closes every connection after five MOVED replies, in-flight
     checks included, and its retry then runs them a second time: one hit counted twice

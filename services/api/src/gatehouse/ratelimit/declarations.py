@@ -25,6 +25,9 @@ class DeclaringLimiter(Limiter):
 
     def __init__(self, key_func: Callable[..., str], default_limit: str) -> None:
         super().__init__(key_func=key_func, default_limits=[default_limit], enabled=False)
+        # slowapi's constructor lets RATELIMIT_ENABLED in the environment (or a .env file)
+        # override ``enabled``; nothing outside Settings decides how the service limits.
+        self.enabled = False
 
     def limit(self, *args: Any, **kwargs: Any) -> Callable[[Endpoint], Endpoint]:
         return _recorded(super().limit(*args, **kwargs))
