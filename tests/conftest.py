@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.helpers import ApiServer, RedisServer
+from tests.helpers import ApiServer, RedisServer, wait_for_fresh_window
 
 ALLOWED = "https://app.example.com"
 
@@ -19,6 +19,12 @@ def _running_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fresh_minute() -> None:
+    """For a test counting exactly against minute windows: at least 15 s left in this one."""
+    wait_for_fresh_window(60, needed=15)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -34,6 +34,21 @@ def wait_until(
             return
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def wait_for_fresh_window(
+    window_seconds: float, needed: float, now: Callable[[], float] = time.time
+) -> None:
+    """Sleep past the end of the current window if fewer than ``needed`` seconds are left.
+
+    Gatehouse's windows are fixed and aligned to the clock (Redis's TIME, or the wall
+    clock in memory, the same clock on this machine): requests straddling a boundary
+    are counted in two windows and admit more than the limit, and a key read after
+    the boundary is gone. A test that counts exactly starts where it has room.
+    """
+    left = window_seconds - now() % window_seconds
+    if left < needed:
+        time.sleep(left + 0.05)
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -126,7 +126,7 @@ def shadow_denied(urls: list[str], route: str) -> float:
     return sum(metric(url, line) for url in urls)
 
 
-def test_shadow_counts_across_replicas_exactly_as_enforced(api_server, redis_db):
+def test_shadow_counts_across_replicas_exactly_as_enforced(api_server, redis_db, fresh_minute):
     common = {
         "APP_REDIS_URL": redis_db.url,
         "APP_RATE_LIMIT_SEARCH": "10/minute",
@@ -163,7 +163,7 @@ def test_shadow_counts_across_replicas_exactly_as_enforced(api_server, redis_db)
     assert shadow_count == enforced_count == 10
 
 
-def test_one_route_in_shadow_the_others_enforced(api_server):
+def test_one_route_in_shadow_the_others_enforced(api_server, fresh_minute):
     server = api_server(
         {
             "APP_RATE_LIMIT_SEARCH": "1/minute",
@@ -267,7 +267,7 @@ def test_several_windows_cost_one_script_call(api_server, redis_db):
 # --- exempt networks ------------------------------------------------------------------------
 
 
-def test_exempt_networks_follow_the_trusted_client_ip(api_server):
+def test_exempt_networks_follow_the_trusted_client_ip(api_server, fresh_minute):
     server = api_server(
         {
             "FORWARDED_ALLOW_IPS": "127.0.10.0/24",
@@ -300,7 +300,7 @@ def test_exempt_networks_follow_the_trusted_client_ip(api_server):
 # --- the policy from the ConfigMap, reloaded ------------------------------------------------
 
 
-def test_limit_policy_reloads_from_the_configmap(api_server, tmp_path):
+def test_limit_policy_reloads_from_the_configmap(api_server, tmp_path, fresh_minute):
     data = {"APP_ALLOWED_ORIGINS": ALLOWED, "APP_RATE_LIMIT_SEARCH": "2/minute"}
     volume = ConfigMapVolume(tmp_path / "config", data)
     server = api_server(

@@ -13,7 +13,9 @@ def statuses(url: str, count: int) -> list[int]:
     return [httpx.get(f"{url}/search?q=x", timeout=5).status_code for _ in range(count)]
 
 
-def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(api_server, own_redis):
+def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
+    api_server, own_redis, fresh_minute
+):
     env = {
         "APP_REDIS_URL": own_redis.url,
         "APP_RATE_LIMIT_SEARCH": "9/minute",

@@ -20,7 +20,7 @@ async def burst(
     return Counter(response.status_code for response in responses)
 
 
-def test_three_replicas_admit_exactly_the_limit(api_server, redis_db):
+def test_three_replicas_admit_exactly_the_limit(api_server, redis_db, fresh_minute):
     env = {"APP_REDIS_URL": redis_db.url, "APP_RATE_LIMIT_SEARCH": "10/minute", "APP_REPLICAS": "3"}
     replicas = [api_server(env) for _ in range(3)]
     statuses = asyncio.run(burst([r.url for r in replicas], 100, "/search?q=x"))
@@ -74,7 +74,7 @@ def test_preflights_and_probes_send_nothing_to_redis(api_server, redis_db):
     )
 
 
-def test_redis_with_a_password(api_server, tmp_path):
+def test_redis_with_a_password(api_server, tmp_path, fresh_minute):
     import shutil
 
     import pytest

@@ -31,6 +31,7 @@ from stack.processes import StartError
 
 from stack import ENVIRONMENTS, Pod, Stack
 from tests.helpers import ROOT
+from tests.helpers import wait_for_fresh_window as fresh_window
 
 MISSING = [
     name
@@ -112,17 +113,13 @@ def window_seconds(limit: str) -> int:
 
 
 def wait_for_fresh_window(stack: Stack, env: str, limit: str, needed: float) -> None:
-    """Sleep past a window boundary if fewer than ``needed`` seconds are left in it.
+    """``tests.helpers.wait_for_fresh_window`` on the clock of the environment's Redis."""
 
-    Windows are fixed and aligned to Redis's clock; a burst straddling a boundary would
-    be counted in two windows and admit more than the limit.
-    """
-    seconds, micros = stack.redis_client(env).time()
-    now = seconds + micros / 1e6
-    window = window_seconds(limit)
-    left = window - now % window
-    if left < needed:
-        time.sleep(left + 0.05)
+    def redis_now() -> float:
+        seconds, micros = stack.redis_client(env).time()
+        return float(seconds + micros / 1e6)
+
+    fresh_window(window_seconds(limit), needed, now=redis_now)
 
 
 def search_counts(pod: Pod) -> Counter[str]:

@@ -8,6 +8,7 @@ import uvicorn
 
 from gatehouse.main import build
 from gatehouse.settings import load_settings
+from tests.helpers import wait_for_fresh_window
 
 ALLOWED = "https://app.example.com"
 
@@ -46,6 +47,13 @@ def make_client(
 @pytest.fixture
 def client_factory() -> Callable[..., httpx.AsyncClient]:
     return make_client
+
+
+@pytest.fixture(autouse=True)
+def room_in_the_minute() -> None:
+    """Many tests here count requests against a minute window; each takes milliseconds,
+    so a second of room is plenty, and the wait happens at most once a minute."""
+    wait_for_fresh_window(60, needed=1)
 
 
 @pytest.fixture

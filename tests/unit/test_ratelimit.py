@@ -10,6 +10,7 @@ from gatehouse.ratelimit.declarations import DeclaringLimiter
 from gatehouse.ratelimit.keys import client_key, request_key
 from gatehouse.ratelimit.policy import RoutePolicy, Window, build_route_table, parse_windows
 from gatehouse.ratelimit.storage import MemoryWindowStore
+from tests.helpers import wait_for_fresh_window
 from tests.unit.conftest import ALLOWED, make_client
 
 pytestmark = pytest.mark.anyio
@@ -107,6 +108,7 @@ async def test_a_method_the_route_does_not_answer_is_not_counted():
 
 
 async def test_several_windows_are_all_or_nothing():
+    wait_for_fresh_window(1, needed=0.3)  # the three requests in one second window
     async with make_client(rate_limit_search="2/second;3/minute") as client:
         statuses = [(await client.get("/search?q=x")).status_code for _ in range(3)]
         headers = (await client.get("/search?q=x")).headers
