@@ -52,7 +52,7 @@ def test_refused_origin_fetch_is_blocked(open_page, api) -> None:
     assert request_count(api, "GET", "200", route="/whoami") == answered + 1
 
 
-def test_allowed_origin_reads_429_and_retry_after(open_page, api) -> None:
+def test_allowed_origin_reads_429_and_retry_after(open_page, api, fresh_minute) -> None:
     page = open_page("allowed")
     # A credential of its own: a budget of its own (the key is a hash of Authorization),
     # and a header that makes every call preflighted.

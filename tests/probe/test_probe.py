@@ -216,7 +216,7 @@ def test_usage_errors_exit_2(args) -> None:
 # -- repeat, concurrency and the limit ---------------------------------------------------------
 
 
-def test_concurrent_repeat_counts_are_exact_against_the_limit(api_server) -> None:
+def test_concurrent_repeat_counts_are_exact_against_the_limit(api_server, fresh_minute) -> None:
     server = api_server({"APP_RATE_LIMIT_SEARCH": "7/minute"})
     run = run_probe(
         "--url", search(server), "--origin", ALLOWED, "--repeat", "12", "--concurrency", "12",
@@ -230,7 +230,7 @@ def test_concurrent_repeat_counts_are_exact_against_the_limit(api_server) -> Non
     assert report["rate_limit"]["x-ratelimit-limit"] == "7"
 
 
-def test_count_expectation_fails_when_counts_differ(api_server) -> None:
+def test_count_expectation_fails_when_counts_differ(api_server, fresh_minute) -> None:
     server = api_server({"APP_RATE_LIMIT_SEARCH": "3/minute"})
     run = run_probe(
         "--url", search(server), "--origin", ALLOWED, "--repeat", "5", "--concurrency", "5",

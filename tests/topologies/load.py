@@ -25,13 +25,6 @@ def redis_key(client: str, route: str = "/search", window: str = "10/60") -> str
     return f"gatehouse:{{cred:{digest}}}:{route}:{window}"
 
 
-def wait_clear_of_window_edge(seconds_needed: float, window_s: int) -> None:
-    """Windows are aligned to the clock: do not let a test straddle a window's end."""
-    left = window_s - time.time() % window_s
-    if left < seconds_needed:
-        time.sleep(left + 0.2)
-
-
 async def burst(
     urls: Sequence[str], clients: Sequence[str], per_client: int, path: str = "/search?q=x"
 ) -> dict[str, Counter[int]]:

@@ -15,6 +15,7 @@ from itertools import count
 
 from redis.crc import key_slot
 
+from tests.helpers import wait_for_fresh_window
 from tests.topologies.conftest import PASSWORD
 from tests.topologies.load import (
     LoadRun,
@@ -23,7 +24,6 @@ from tests.topologies.load import (
     paced_load,
     redis_key,
     server_durations,
-    wait_clear_of_window_edge,
     watch_shared_count,
 )
 from tests.topologies.servers import Cluster
@@ -57,7 +57,7 @@ def clients_in_slots(first: int, last: int, wanted: int, prefix: str) -> list[st
 
 
 def test_three_replicas_admit_exactly_the_limit_per_client(cluster, api_server, report_figure):
-    wait_clear_of_window_edge(20, 60)
+    wait_for_fresh_window(60, needed=20)
     replicas = [
         api_server(cluster_env(cluster, APP_RATE_LIMIT_SEARCH="10/minute;25/hour"))
         for _ in range(3)
@@ -138,7 +138,7 @@ def test_a_primary_killed_under_load(cluster, api_server, report_figure):
             marks["shared"] = shared
         await load
 
-    wait_clear_of_window_edge(10, 60)
+    wait_for_fresh_window(60, needed=10)
     asyncio.run(scenario())
     for replica in replicas:
         replica.stop()
@@ -209,7 +209,7 @@ def test_slots_resharded_under_load_keep_the_limit_exact(cluster, api_server, re
         done.set()
         await load
 
-    wait_clear_of_window_edge(60, 3600)
+    wait_for_fresh_window(3600, needed=60)
     asyncio.run(scenario())
     for replica in replicas:
         replica.stop()

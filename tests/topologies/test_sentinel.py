@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from tests.helpers import wait_for_fresh_window
 from tests.topologies.conftest import PASSWORD
 from tests.topologies.load import (
     LoadRun,
@@ -22,7 +23,6 @@ from tests.topologies.load import (
     paced_load,
     redis_key,
     server_durations,
-    wait_clear_of_window_edge,
     watch_shared_count,
 )
 from tests.topologies.servers import SentinelSet
@@ -45,7 +45,7 @@ def sentinel_env(sentinels: SentinelSet, **extra: str) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["open", "closed"])
 def test_primary_killed_under_load(sentinel_set, api_server, mode, report_figure):
     clients = ["alice", "bob", "carol"]
-    wait_clear_of_window_edge(25, 60)
+    wait_for_fresh_window(60, needed=25)
     replicas = [
         api_server(
             sentinel_env(

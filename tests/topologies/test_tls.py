@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import PYTHON, ApiServer, free_port
-from tests.topologies.load import burst, redis_key, wait_clear_of_window_edge
+from tests.helpers import PYTHON, ApiServer, free_port, wait_for_fresh_window
+from tests.topologies.load import burst, redis_key
 from tests.topologies.servers import TlsRedis
 
 CLIENTS = ["pipelined", "redis-py"]
@@ -41,7 +41,7 @@ def test_limit_shared_over_tls(tls_redis, certificates, api_server, client):
         "APP_RATE_LIMIT_FAILURE_MODE": "closed",  # a TLS failure would show as 503
         "APP_REPLICAS": "2",
     }
-    wait_clear_of_window_edge(10, 60)
+    wait_for_fresh_window(60, needed=10)
     replicas = [api_server(env) for _ in range(2)]
     statuses = asyncio.run(burst([r.url for r in replicas], ["tls-caller"], 12))
     assert statuses == {"tls-caller": Counter({200: 5, 429: 7})}
