@@ -30,8 +30,8 @@ from stack.harness import RUNTIMES
 from stack.processes import StartError
 
 from stack import ENVIRONMENTS, Pod, Stack
+from tests import helpers
 from tests.helpers import ROOT
-from tests.helpers import wait_for_fresh_window as fresh_window
 
 MISSING = [
     name
@@ -119,7 +119,7 @@ def wait_for_fresh_window(stack: Stack, env: str, limit: str, needed: float) -> 
         seconds, micros = stack.redis_client(env).time()
         return float(seconds + micros / 1e6)
 
-    fresh_window(window_seconds(limit), needed, now=redis_now)
+    helpers.wait_for_fresh_window(window_seconds(limit), needed, now=redis_now)
 
 
 def search_counts(pod: Pod) -> Counter[str]:
