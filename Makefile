@@ -30,14 +30,14 @@ run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff (lint + format check) and mypy --strict on the service
-	$(PY) -m ruff check services tests bench stack
-	$(PY) -m ruff format --check services tests bench stack
+	$(PY) -m ruff check services tests bench stack cluster
+	$(PY) -m ruff format --check services tests bench stack cluster
 	$(PY) -m mypy
 
 .PHONY: format
 format: $(VENV_STAMP) ## apply ruff's fixes and formatting
-	$(PY) -m ruff check --fix services tests bench stack
-	$(PY) -m ruff format services tests bench stack
+	$(PY) -m ruff check --fix services tests bench stack cluster
+	$(PY) -m ruff format services tests bench stack cluster
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## in-process tests, nothing else needed

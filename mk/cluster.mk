@@ -1,8 +1,22 @@
-# Cluster layer: the probe against a live service, skaffold.yaml against its schema, and the
-# cluster suite against the current kube context. Included by the main Makefile (PY, PYTEST,
-# VENV_STAMP). Pass suite options through K8S_TEST_ARGS, e.g.
-#   make k8s-test K8S_TEST_ARGS='--image gatehouse-api:dev --ingress-url http://ingress-nginx-controller.ingress-nginx.svc'
+# Cluster layer: the local single-node cluster (python -m cluster), the probe against a live
+# service, skaffold.yaml against its schema, and the cluster suite. Included by the main
+# Makefile (PY, PYTEST, VENV_STAMP). Pass suite options through K8S_TEST_ARGS, e.g.
+#   make k8s-test K8S_TEST_ARGS='--image gatehouse-api:dev --no-netpol'
 K8S_TEST_ARGS ?=
+CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: cluster
+cluster: $(VENV_STAMP) ## build (once) and start the local cluster; writes .cluster/kubeconfig
+	@scripts/ensure-system-deps iptables ipset conntrack runc openssl
+	$(PY) -m cluster up
+
+.PHONY: cluster-stop
+cluster-stop: $(VENV_STAMP) ## stop what `make cluster` started and remove its state (logs stay)
+	$(PY) -m cluster down
+
+.PHONY: cluster-status
+cluster-status: $(VENV_STAMP) ## which of the cluster's daemons run
+	@$(PY) -m cluster status
 
 .PHONY: test-probe
 test-probe: $(VENV_STAMP) ## the probe (python -m gatehouse.probe) against a real local service
@@ -13,5 +27,8 @@ skaffold-check: $(VENV_STAMP) ## skaffold.yaml: v4beta14 schema, profiles, image
 	$(PYTEST) tests/skaffold
 
 .PHONY: k8s-test
-k8s-test: $(VENV_STAMP) ## the cluster suite against the current kube context (K8S_TEST_ARGS=...)
-	$(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS)
+k8s-test: $(VENV_STAMP) ## the cluster suite: the local cluster when it is up, else the current kube context
+	@if $(PY) -m cluster status >/dev/null 2>&1; then \
+	  scripts/build-image && $(PY) -m cluster load $(IMAGE) && \
+	  KUBECONFIG=$(CLUSTER_KUBECONFIG) PATH=$(CURDIR)/.cluster/bin:$$PATH $(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS); \
+	else $(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS); fi

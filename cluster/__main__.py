@@ -1,0 +1,71 @@
+"""python -m cluster {up,down,status,load,build}: the local test cluster (make cluster)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from cluster import build, daemons, images, node
+from cluster.layout import NODE_NAME, Layout
+
+
+def usage_lines(layout: Layout) -> str:
+    return (
+        f"cluster: up; node {NODE_NAME}, Kubernetes {layout.versions['kubernetes']}. Use it with:\n"
+        f"  export KUBECONFIG={layout.kubeconfig}\n"
+        f"  export PATH={layout.bin}:$PATH   # kubectl {layout.versions['kubernetes']}, built here\n"
+        "  kubectl get nodes\n"
+        "  scripts/helm install gatehouse charts/gatehouse -n gatehouse-dev -f k8s/values-dev.yaml -f k8s/values-cluster.yaml\n"
+        f"  logs: {layout.logs}/   stop: make cluster-stop"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cluster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="build what is missing, start the cluster, wait until it is usable")
+    sub.add_parser("down", help="stop what `up` started and remove its state (logs stay)")
+    sub.add_parser("status", help="which daemons run; exit 1 when the cluster is not up")
+    sub.add_parser("build", help="only build (or find cached) the binaries")
+    load = sub.add_parser("load", help="import Docker images into the node (no registry)")
+    load.add_argument("images", nargs="+")
+    args = parser.parse_args(argv)
+    layout = Layout.default()
+
+    if args.command != "status" and os.geteuid() != 0:
+        print("cluster: needs root (network, mounts, cgroups)", file=sys.stderr)
+        return 1
+    try:
+        if args.command == "build":
+            build.link_binaries(layout, build.build_all(layout))
+        elif args.command == "up":
+            was_running = all(node.running(layout).values())
+            started = time.monotonic()
+            node.up(layout)
+            how = "reused the running cluster" if was_running else "started"
+            print(f"cluster: {how} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            print(usage_lines(layout))
+        elif args.command == "down":
+            stopped = node.down(layout)
+            print(
+                f"cluster: stopped {', '.join(stopped) or 'nothing (none was running)'}; state removed"
+            )
+        elif args.command == "status":
+            states = node.running(layout)
+            for name, pid in states.items():
+                print(f"{name:24} {'pid ' + str(pid) if pid else 'not running'}")
+            return 0 if all(states.values()) else 1
+        elif args.command == "load":
+            for image in args.images:
+                images.import_docker_image(layout, image)
+                print(f"cluster: loaded {image} into the node")
+    except (build.BuildError, daemons.DaemonError, RuntimeError) as error:
+        print(f"cluster: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
