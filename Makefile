@@ -48,8 +48,8 @@ test-service: $(VENV_STAMP) system-deps ## real uvicorn processes and a real red
 	$(PYTEST) tests/service
 
 .PHONY: test
-test: $(VENV_STAMP) system-deps ## set up everything and run every layer CI can run
-	$(PYTEST) tests
+test: $(VENV_STAMP) system-deps ## set up everything and run every layer, the cluster suite on the local cluster (as root)
+	scripts/with-cluster $(PYTEST) tests
 
 .PHONY: bench
 bench: $(VENV_STAMP) system-deps ## benchmarks side by side (bare, lesson, Gatehouse) -> bench/results/

@@ -29,12 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop what `up` started and remove its state (logs stay)")
     sub.add_parser("status", help="which daemons run; exit 1 when the cluster is not up")
     sub.add_parser("build", help="only build (or find cached) the binaries")
+    logs = sub.add_parser("logs", help="the last lines of each daemon's log, stopped ones first")
+    logs.add_argument("--lines", type=int, default=20)
     load = sub.add_parser("load", help="import Docker images into the node (no registry)")
     load.add_argument("images", nargs="+")
     args = parser.parse_args(argv)
     layout = Layout.default()
 
-    if args.command != "status" and os.geteuid() != 0:
+    if args.command not in ("status", "logs") and os.geteuid() != 0:
         print("cluster: needs root (network, mounts, cgroups)", file=sys.stderr)
         return 1
     try:
@@ -57,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
             for name, pid in states.items():
                 print(f"{name:24} {'pid ' + str(pid) if pid else 'not running'}")
             return 0 if all(states.values()) else 1
+        elif args.command == "logs":
+            states = node.running(layout)
+            for name in sorted(states, key=lambda n: states[n] is not None):
+                state = "running" if states[name] else "NOT RUNNING"
+                log = layout.logs / f"{name}.log"
+                print(f"== {name} ({state}): last {args.lines} lines of {log}")
+                print(daemons.log_tail(log, args.lines))
         elif args.command == "load":
             for image in args.images:
                 images.import_docker_image(layout, image)

@@ -12,7 +12,10 @@ from typing import Any
 
 from cluster.layout import CLUSTER_DOMAIN, DNS_SERVICE_IP
 
-COREDNS_PORT = 1053  # unprivileged inside the pod; the Service maps 53 to it
+# Port 53 in the pod too, as in real clusters: NetworkPolicies match the pod's port (after
+# the Service's DNAT), and charts allow DNS egress on 53. A non-root process may bind it
+# through the namespaced, "safe" sysctl below.
+COREDNS_PORT = 53
 
 COREFILE = f"""\
 .:{COREDNS_PORT} {{
@@ -91,6 +94,9 @@ def coredns(image: str) -> list[dict[str, Any]]:
                             "runAsUser": 65532,
                             "runAsGroup": 65532,
                             "seccompProfile": {"type": "RuntimeDefault"},
+                            "sysctls": [
+                                {"name": "net.ipv4.ip_unprivileged_port_start", "value": "53"}
+                            ],
                         },
                         "containers": [
                             {

@@ -81,6 +81,8 @@ def daemon_list(layout: Layout) -> list[daemons.Daemon]:
                 f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
                 "--authorization-mode=Node,RBAC",
+                # The node name resolves nowhere: reach the kubelet at its InternalIP.
+                "--kubelet-preferred-address-types=InternalIP",
                 # PodSecurity is on by default; NodeRestriction is not. Both, as the issue asks.
                 "--enable-admission-plugins=NodeRestriction,PodSecurity",
                 "--profiling=false",

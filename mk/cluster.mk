@@ -3,7 +3,6 @@
 # Makefile (PY, PYTEST, VENV_STAMP). Pass suite options through K8S_TEST_ARGS, e.g.
 #   make k8s-test K8S_TEST_ARGS='--image gatehouse-api:dev --no-netpol'
 K8S_TEST_ARGS ?=
-CLUSTER_KUBECONFIG := $(CURDIR)/.cluster/kubeconfig
 
 .PHONY: cluster
 cluster: $(VENV_STAMP) ## build (once) and start the local cluster; writes .cluster/kubeconfig
@@ -27,8 +26,5 @@ skaffold-check: $(VENV_STAMP) ## skaffold.yaml: v4beta14 schema, profiles, image
 	$(PYTEST) tests/skaffold
 
 .PHONY: k8s-test
-k8s-test: $(VENV_STAMP) ## the cluster suite: the local cluster when it is up, else the current kube context
-	@if $(PY) -m cluster status >/dev/null 2>&1; then \
-	  scripts/build-image && $(PY) -m cluster load $(IMAGE) && \
-	  KUBECONFIG=$(CLUSTER_KUBECONFIG) PATH=$(CURDIR)/.cluster/bin:$$PATH $(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS); \
-	else $(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS); fi
+k8s-test: $(VENV_STAMP) ## the cluster suite: on the local cluster (started if need be, as root), or on $$KUBECONFIG
+	scripts/with-cluster $(PYTEST) tests/k8s -m k8s $(K8S_TEST_ARGS)

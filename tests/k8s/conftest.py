@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import os
 import re
 import secrets
 import subprocess
@@ -35,6 +36,14 @@ RESTRICTED = {
 # TEST-NET-1: no pod lives there, so with no ingress nothing in the cluster is a trusted proxy.
 NOBODY_CIDR = "192.0.2.0/24"
 SUITE_LABEL = {"gatehouse.io/k8s-test": "true"}
+# The local cluster (python -m cluster up): scripts/with-cluster points KUBECONFIG here.
+LOCAL_KUBECONFIG = ROOT / ".cluster" / "kubeconfig"
+LOCAL_VALUES = ROOT / "k8s" / "values-cluster.yaml"
+
+
+def on_local_cluster() -> bool:
+    given = os.environ.get("KUBECONFIG", "")
+    return bool(given) and Path(given).resolve() == LOCAL_KUBECONFIG.resolve()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -55,6 +64,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "pods' IPs, else 192.0.2.0/24)")  # fmt: skip
     group.addoption("--no-netpol", action="store_true",
                     help="the cluster does not enforce NetworkPolicy: skip that test")  # fmt: skip
+    group.addoption("--chart-values", action="append", default=[], metavar="FILE",
+                    help="values file under the suite's own for its releases, repeatable "
+                    "(the local cluster: k8s/values-cluster.yaml)")  # fmt: skip
     group.addoption("--rollout-seconds", type=int, default=180,
                     help="how long the probe loop runs while the chart is upgraded (180)")  # fmt: skip
 
@@ -134,6 +146,8 @@ class Release:
     name: str
     values: dict[str, Any]
     throwaway: bool
+    # Values files helm applies under ``values`` (the cluster's own needs, e.g. its images).
+    base_values: tuple[Path, ...] = ()
 
     @property
     def fullname(self) -> str:
@@ -253,9 +267,21 @@ class Cluster:
         ]  # fmt: skip
 
     def probe(
-        self, namespace: str, *args: str, labelled: bool = True, timeout: float = 300
+        self,
+        namespace: str,
+        *args: str,
+        labelled: bool = True,
+        wait_reachable: bool = True,
+        timeout: float = 300,
     ) -> ProbeResult:
-        """Run the probe in a new pod, attached; the pod is removed when it exits."""
+        """Run the probe in a new pod, attached; the pod is removed when it exits.
+
+        ``wait_reachable``: retry the first connection for a while, as a NetworkPolicy
+        agent may admit the new pod's address just after it starts; off where the test is
+        that the connection is refused.
+        """
+        if wait_reachable:
+            args = ("--wait-reachable", "15", *args)
         name = f"probe-{suffix()}"
         self.created_pods.append((namespace, name))
         command = [
@@ -274,7 +300,7 @@ class Cluster:
         name = f"probe-{suffix()}"
         self.created_pods.append((namespace, name))
         run([*self.pod_args(name, namespace, True), "--command", "--",
-             "python", "-m", "gatehouse.probe", *args], timeout=60)  # fmt: skip
+             "python", "-m", "gatehouse.probe", "--wait-reachable", "15", *args], timeout=60)  # fmt: skip
         self.wait_for_pod(namespace, name, ("Running", "Succeeded", "Failed"), 180)
         return name
 
@@ -374,8 +400,9 @@ def release_values(
 def helm_install(release: Release, tmp: Path) -> None:
     values_file = tmp / f"values-{release.namespace}.yaml"
     values_file.write_text(yaml.safe_dump(release.values))
+    under = [arg for path in release.base_values for arg in ("--values", str(path))]
     run([HELM, "upgrade", "--install", release.name, CHART, "--namespace", release.namespace,
-         "--values", str(values_file), "--wait", "--timeout", "5m"], timeout=420)  # fmt: skip
+         *under, "--values", str(values_file), "--wait", "--timeout", "5m"], timeout=420)  # fmt: skip
 
 
 def existing_release(spec: str) -> Release:
@@ -404,8 +431,16 @@ def releases(
     for letter in ("a", "b"):
         namespace = cluster.create_namespace(f"gh-k8s-{letter}")
         origins = [f"https://app-{letter}.k8s-test.example"]
+        given = option(config, "chart_values") or ([LOCAL_VALUES] if on_local_cluster() else [])
+        base = tuple(ROOT / path for path in given)
         made.append(
-            Release(namespace, "gatehouse", release_values(config, origins, trusted, ingress), True)
+            Release(
+                namespace,
+                "gatehouse",
+                release_values(config, origins, trusted, ingress),
+                True,
+                base,
+            )
         )
     for release in made:
         helm_install(release, tmp)

@@ -137,7 +137,8 @@ def test_network_policy_refuses_unlabelled_pod_from_another_namespace(
     port = service.spec.ports[0].port
     url = f"http://{service.spec.cluster_ip}:{port}/healthz"  # an IP: no DNS in the way
     blocked = cluster.probe(outsider, "--url", url, "--origin", release.origin,
-                            "--timeout", "5", "--no-preflight", "--no-whoami", labelled=False)  # fmt: skip
+                            "--timeout", "5", "--no-preflight", "--no-whoami", labelled=False,
+                            wait_reachable=False)  # fmt: skip
     assert blocked.returncode == 3, blocked
     assert "cannot reach" in blocked.stderr + blocked.stdout, blocked
     # The control: a labelled pod in the release's namespace reaches the same address.

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, ApiServer, free_port
 from tests.probe.runner import ALLOWED, FOREIGN, run_probe
 
 
@@ -193,6 +193,37 @@ def test_unreachable_endpoint_is_one_clear_line() -> None:
     run = run_probe("--url", f"http://127.0.0.1:{port}/search?q=x", "--origin", ALLOWED)
     assert run.returncode == 3
     assert run.stdout == ""
+    assert run.stderr == f"probe: cannot reach http://127.0.0.1:{port}: connection refused\n"
+
+
+def test_wait_reachable_rides_out_a_refused_start(tmp_path) -> None:
+    # What a new pod sees while the NetworkPolicy agent has not admitted it yet: refused
+    # connections at first, then the service. The probe waits, then measures.
+    port = free_port()
+    probe = subprocess.Popen(
+        [sys.executable, "-m", "gatehouse.probe", "--url", f"http://127.0.0.1:{port}/healthz",
+         "--origin", ALLOWED, "--no-preflight", "--no-whoami", "--expect-status", "200",
+         "--wait-reachable", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    server = ApiServer({"APP_ALLOWED_ORIGINS": ALLOWED}, port=port)
+    try:
+        time.sleep(1)
+        assert probe.poll() is None, "the probe gave up instead of waiting"
+        server.start(log_dir=tmp_path)
+        stdout, stderr = probe.communicate(timeout=60)
+    finally:
+        probe.kill()
+        server.stop()
+    assert probe.returncode == 0, stdout + stderr
+    assert "200" in stdout
+
+
+def test_wait_reachable_still_reports_what_never_answers() -> None:
+    port = free_port()  # nothing listens there, and nothing will
+    run = run_probe("--url", f"http://127.0.0.1:{port}/healthz", "--origin", ALLOWED,
+                    "--wait-reachable", "1")  # fmt: skip
+    assert run.returncode == 3
     assert run.stderr == f"probe: cannot reach http://127.0.0.1:{port}: connection refused\n"
 
 

@@ -132,6 +132,7 @@ class Options:
     duration: float | None
     interval: float
     whoami: bool
+    wait_reachable: float
     insecure: bool
     expect: str | None
     expect_status: list[tuple[int, int | None]]
@@ -252,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pause per worker between requests (default 0)")  # fmt: skip
     parser.add_argument("--whoami", action=argparse.BooleanOptionalAction, default=True,
                         help="ask GET /whoami for the client IP (default: yes)")  # fmt: skip
+    parser.add_argument("--wait-reachable", type=float, default=0.0, metavar="SECONDS",
+                        help="first retry the TCP connection for up to SECONDS (a new pod's "
+                        "address may reach a NetworkPolicy agent's rules after the pod starts)")  # fmt: skip
     parser.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
     parser.add_argument("--expect", choices=("allowed", "refused"), help="CORS verdict")
     parser.add_argument("--expect-status", action="append", default=[], metavar="CODE[=COUNT]",
@@ -274,6 +278,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         raise UsageError("--repeat and --concurrency must be at least 1")
     if args.timeout <= 0 or args.interval < 0 or (args.duration is not None and args.duration <= 0):
         raise UsageError("--timeout and --duration must be positive, --interval not negative")
+    if args.wait_reachable < 0:
+        raise UsageError("--wait-reachable must not be negative")
     if args.expect_client_ip not in (None, "self"):
         try:
             ipaddress.ip_address(args.expect_client_ip)
@@ -304,6 +310,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         duration=args.duration,
         interval=args.interval,
         whoami=args.whoami,
+        wait_reachable=args.wait_reachable,
         insecure=args.insecure,
         expect=args.expect,
         expect_status=[_parse_expect_status(raw) for raw in args.expect_status],
@@ -314,6 +321,27 @@ def parse_options(argv: Sequence[str] | None) -> Options:
 
 
 # -- HTTP -------------------------------------------------------------------------------------
+
+
+def wait_reachable(target: Target, seconds: float) -> bool:
+    """Retry a TCP connect to ``target`` for up to ``seconds``; True once one succeeds.
+
+    NetworkPolicy agents that program rules from the API (kube-router, for one) admit a
+    new pod's address a moment after its container starts: its first connections are
+    refused. A probe that means to measure the service, not that moment, waits it out.
+    """
+    deadline = time.monotonic() + seconds
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            with socket.create_connection(
+                (target.host, target.port), timeout=max(0.2, min(1.0, remaining))
+            ):
+                return True
+        except OSError:
+            if remaining <= 0.2:
+                return False
+            time.sleep(0.2)
 
 
 def _describe(error: BaseException, timeout: float) -> str:
@@ -720,6 +748,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
+    if options.wait_reachable:
+        wait_reachable(options.target, options.wait_reachable)
     try:
         report = probe(options)
     except Unreachable as error:
