@@ -456,3 +456,69 @@ def outsider(cluster: Cluster) -> str:
 @pytest.fixture
 def probe(cluster: Cluster) -> Callable[..., ProbeResult]:
     return cluster.probe
+
+
+# -- the three environments, as operators install them ----------------------------------------
+
+ENVIRONMENTS = ("dev", "staging", "prod")
+ENV_NAMESPACES = (*(f"gatehouse-{env}" for env in ENVIRONMENTS), "gatehouse-verify")
+
+
+@dataclass
+class Environments:
+    releases: dict[str, Release]
+    # What `helm install` printed on stderr, by environment (Pod Security warnings land there).
+    install_stderr: dict[str, str]
+
+
+def namespace_exists(cluster: Cluster, name: str) -> bool:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        cluster.core.read_namespace(name, _request_timeout=10)
+    except ApiException as error:
+        if error.status == 404:
+            return False
+        raise
+    return True
+
+
+def namespace_terminating(cluster: Cluster, name: str) -> bool:
+    namespace = cluster.core.read_namespace(name, _request_timeout=10)
+    return bool(namespace.metadata.deletion_timestamp)
+
+
+@pytest.fixture(scope="session")
+def environments(cluster: Cluster) -> Environments:
+    """dev, staging and prod installed as the README says: k8s/namespaces.yaml, then
+    `helm install` with k8s/values-<env>.yaml and the local cluster's k8s/values-cluster.yaml.
+
+    Only on the local cluster (its images, its pod CIDR): on another cluster these
+    namespaces may be real environments, which the suite never touches.
+    """
+    if not on_local_cluster():
+        pytest.skip("per-environment installs use k8s/values-cluster.yaml: local cluster only")
+    # A namespace still being deleted (an earlier run's) refuses new objects: let it go first.
+    deadline = time.monotonic() + 180
+    while any(namespace_exists(cluster, name) and namespace_terminating(cluster, name)
+              for name in ENV_NAMESPACES):  # fmt: skip
+        assert time.monotonic() < deadline, "an earlier run's namespaces are still terminating"
+        time.sleep(2)
+    # Deleted at the end (their releases with them), also after a failure.
+    cluster.created_namespaces.extend(ENV_NAMESPACES)
+    run([KUBECTL, "apply", "-f", str(ROOT / "k8s" / "namespaces.yaml")], timeout=60)
+    releases, stderr = {}, {}
+    for env in ENVIRONMENTS:
+        namespace = f"gatehouse-{env}"
+        done = run([HELM, "upgrade", "--install", "gatehouse", CHART, "--namespace", namespace,
+                    "--values", str(ROOT / "k8s" / f"values-{env}.yaml"),
+                    "--values", str(LOCAL_VALUES), "--wait", "--timeout", "5m"], timeout=420)  # fmt: skip
+        stderr[env] = done.stderr
+        releases[env] = existing_release(f"{namespace}/gatehouse")
+    return Environments(releases, stderr)
+
+
+def exec_python(cluster: Cluster, namespace: str, pod: str, code: str) -> str:
+    """Run ``python -c code`` inside a running pod's container (kubectl exec) and return stdout."""
+    done = run([KUBECTL, "exec", "-n", namespace, pod, "--", "python", "-c", code], timeout=120)
+    return done.stdout
