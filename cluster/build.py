@@ -9,12 +9,13 @@ unchanged one free (no link step, which is most of a warm k8s build).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cluster.layout import MODULES, Layout
@@ -31,7 +32,6 @@ class Component:
     # package path (relative to the module) -> binary name
     binaries: dict[str, str]
     ldflags: tuple[str, ...] = ()
-    env: dict[str, str] = field(default_factory=dict)
 
 
 def kubernetes_ldflags(version: str) -> tuple[str, ...]:
@@ -211,8 +211,6 @@ def module_dir(component: str, module: str) -> Path:
         text=True,
         check=True,
     )
-    import json
-
     return Path(json.loads(done.stdout)["Dir"])
 
 

@@ -125,7 +125,6 @@ def kubelet_config(layout: Layout) -> dict[str, Any]:
         "makeIPTablesUtilChains": False,
         "shutdownGracePeriod": "0s",
         "localStorageCapacityIsolation": True,
-        "featureGates": {},
     }
 
 

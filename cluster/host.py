@@ -163,7 +163,7 @@ def clean(layout: Layout) -> None:
     """Undo prepare() and everything the node left behind; safe to run more than once."""
     kill_pods()
     kill_shims(layout)
-    unmount_all([layout.state, layout.run, Path("/run/containerd-gatehouse")])
+    unmount_all([layout.state, layout.run])
     remove_cgroups()
     remove_rules()
     remove_network()
