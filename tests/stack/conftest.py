@@ -136,11 +136,16 @@ def search_counts(pod: Pod) -> Counter[str]:
     return counts
 
 
+# The status recorded for a reply whose connection closed before its body was complete:
+# nginx had passed on the headers of a replica that was then killed, so it cannot retry.
+CUT = 0
+
+
 @dataclass
 class Reply:
-    status: int
+    status: int  # CUT for a reply cut off mid-body
     headers: httpx.Headers
-    at: float  # time.monotonic() when the reply arrived
+    at: float  # time.monotonic() when the reply arrived (or was cut off)
 
 
 async def _burst(
@@ -152,6 +157,7 @@ async def _burst(
     source: str,
     headers: dict[str, str],
     at_reply: tuple[int, Callable[[], object]] | None,
+    allow_cut: bool,
 ) -> list[Reply]:
     transport = httpx.AsyncHTTPTransport(local_address=source)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -164,8 +170,13 @@ async def _burst(
         async def one() -> Reply:
             nonlocal answered
             async with semaphore:
-                response = await session.get(path, headers={"Host": host, **headers})
-                reply = Reply(response.status_code, response.headers, time.monotonic())
+                try:
+                    response = await session.get(path, headers={"Host": host, **headers})
+                    reply = Reply(response.status_code, response.headers, time.monotonic())
+                except httpx.RemoteProtocolError:
+                    if not allow_cut:
+                        raise
+                    reply = Reply(CUT, httpx.Headers(), time.monotonic())
                 answered += 1
                 if at_reply is not None and answered == at_reply[0]:
                     at_reply[1]()  # e.g. a SIGKILL: takes milliseconds, the load goes on
@@ -184,9 +195,11 @@ def burst(
     source: str = CLIENT_A,
     headers: dict[str, str] | None = None,
     at_reply: tuple[int, Callable[[], object]] | None = None,
+    allow_cut: bool = False,
 ) -> list[Reply]:
     """``count`` GETs through the ingress, ``concurrency`` at a time (default: all at once);
-    ``at_reply=(n, action)`` runs the action once the n-th reply has arrived."""
+    ``at_reply=(n, action)`` runs the action once the n-th reply has arrived;
+    ``allow_cut`` records a reply cut off mid-body as ``CUT`` instead of raising."""
     return asyncio.run(
         _burst(
             stack,
@@ -197,6 +210,7 @@ def burst(
             source,
             headers or {},
             at_reply,
+            allow_cut,
         )
     )
 
