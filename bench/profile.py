@@ -43,19 +43,24 @@ from tests.helpers import RedisServer
 
 from bench.capacity import process_cpu_seconds
 from bench.load import run_load
-from bench.run import GATEHOUSE_ENV, ROOT, SEARCH, Server, command_stats, delta
+from bench.run import GATEHOUSE_APP, GATEHOUSE_ENV, ROOT, SEARCH, Server, command_stats, delta
 
 CONCURRENCY = 32  # requests in flight per round, as wrk's 32 connections
 WARMUP_ROUNDS = 50
 # The edge from the inside out, as gatehouse.edge composes it (attribute ``app`` leads
 # inward). The HTTPS redirect is off by default, so it is not in the chain.
+# Innermost first, as gatehouse.edge.build_chain composes them; Edge is the switch a
+# reload replaces the chain behind.
 LAYERS = (
     "RateLimitMiddleware",
     "CrossSiteRequestMiddleware",
     "TrustedHostMiddleware",
+    "RequestBodyMiddleware",
     "CORSMiddleware",
+    "SingleHeaderMiddleware",
     "RequestContextMiddleware",
     "SecurityHeadersMiddleware",
+    "Edge",
 )
 
 
@@ -101,8 +106,11 @@ def _worker_app(config: str) -> object:
     """
     if config in APPS:
         module, _, name = APPS[config].partition(":")
-        return getattr(importlib.import_module(module), name)
-    from gatehouse.main import app
+        target = getattr(importlib.import_module(module), name)
+        return target() if name == "create_app" else target  # a factory, as uvicorn --factory
+    from gatehouse.service import create_app
+
+    app = create_app()
 
     if config in ("do-nothing-layer", "send-wrapper-layer"):
         inner = _edge_chain(app)[-1]
@@ -118,7 +126,7 @@ APPS = {
     "bare": "bench.apps.bare:app",
     "bare+16-headers": "bench.apps.bare_headers:app",
     "floor": "bench.apps.floor:app",
-    "gatehouse-default-gc": "bench.apps.gatehouse_default_gc:app",
+    "gatehouse-default-gc": "bench.apps.gatehouse_default_gc:create_app",
 }
 REQUEST = b"GET /search?q=x HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
@@ -312,8 +320,8 @@ def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
         Server("bare", "bench.apps.bare:app", {}),
         Server("bare+16-headers", "bench.apps.bare_headers:app", {}),
         Server("bare+16-headers+redis-check", "bench.apps.floor:app", {"BENCH_REDIS_URL": url}, redis),
-        Server("gatehouse-memory", "gatehouse.main:app", dict(GATEHOUSE_ENV)),
-        Server("gatehouse-redis", "gatehouse.main:app", {**GATEHOUSE_ENV, "APP_REDIS_URL": url}, redis),
+        Server("gatehouse-memory", GATEHOUSE_APP, dict(GATEHOUSE_ENV)),
+        Server("gatehouse-redis", GATEHOUSE_APP, {**GATEHOUSE_ENV, "APP_REDIS_URL": url}, redis),
     ]  # fmt: skip
     samples: dict[str, list[tuple[float, float, float | None]]] = {s.name: [] for s in servers}
     try:
@@ -366,9 +374,7 @@ def measure_functions(seconds: float) -> dict[str, object]:
         return {"skipped": "py-spy is not installed (uv sync installs it)"}
     redis = RedisServer()
     redis.start()
-    server = Server(
-        "gatehouse-redis", "gatehouse.main:app", {**GATEHOUSE_ENV, "APP_REDIS_URL": redis.url}
-    )
+    server = Server("gatehouse-redis", GATEHOUSE_APP, {**GATEHOUSE_ENV, "APP_REDIS_URL": redis.url})
     raw = Path(tempfile.mkdtemp()) / "samples.txt"
     try:
         server.start()

@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-import httpx
-from tests.helpers import RedisServer, free_port, stop_process, wait_until
+from stack.processes import Process, http_ok
+from tests.helpers import RedisServer, Supervised, free_port, temp_dir
 
 from bench.capacity import process_cpu_seconds
 from bench.load import LoadResult, run_load
@@ -37,6 +37,8 @@ SEARCH = "/search?q=x"
 ALLOWED_ORIGIN = "http://localhost:5173"
 # Never refuse during a benchmark: every request pays for a full check.
 BENCH_LIMIT = "1000000/minute"
+# Gatehouse as every other path builds it: the application factory.
+GATEHOUSE_APP = "gatehouse.service:create_app"
 GATEHOUSE_ENV = {
     "APP_RATE_LIMIT_SEARCH": BENCH_LIMIT,
     "APP_RATE_LIMIT_DEFAULT": BENCH_LIMIT,
@@ -48,61 +50,53 @@ GATEHOUSE_ENV = {
 
 
 @dataclass
-class Server:
+class Server(Supervised):
     name: str
     app: str
     env: dict[str, str]
     redis: RedisServer | None = None
     port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    process: Process | None = None
     startup_s: float = 0.0
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
         env.update(self.env)
+        argv = [
+            PYTHON,
+            "-m",
+            "uvicorn",
+            self.app,
+            # An app named create_app is a factory (Gatehouse's create_app).
+            *(["--factory"] if self.app.endswith(":create_app") else []),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--no-server-header",
+        ]
+        log_path = temp_dir() / f"bench-{self.name}-{self.port}.log"
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "uvicorn",
-                self.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                "--no-server-header",
-            ],
-            env=env,
-            cwd=ROOT,
+        self.launch(
+            Process(self.name, argv, env, cwd=ROOT, log_path=log_path),
+            lambda: http_ok("127.0.0.1", self.port, "/readyz"),
+            "/readyz ready",
+            timeout=30,
+            interval=0.01,
         )
-
-        def ready() -> bool:
-            try:
-                return (
-                    httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200
-                )
-            except httpx.HTTPError:
-                return False
-
-        wait_until(ready, timeout=30, interval=0.01, what=f"{self.name} ready")
         self.startup_s = time.monotonic() - started
 
     def peak_rss_mb(self) -> float:
-        assert self.process is not None
+        assert self.process is not None and self.process.pid is not None
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
         return 0.0
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
 
 
 @dataclass
@@ -147,31 +141,31 @@ def delta(before: dict[str, int], after: dict[str, int]) -> tuple[int, int]:
     return total, scripts
 
 
-class DelayProxy:
+class DelayProxy(Supervised):
+    """bench.delay_proxy: it says ``ready``, and ``writes=<n>`` on SIGUSR1, in its log."""
+
     def __init__(self, target_port: int, delay_ms: float) -> None:
         self.port = free_port()
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "bench.delay_proxy", str(self.port), str(target_port), str(delay_ms)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        if self.process.stdout.readline().strip() != "ready":
-            raise RuntimeError("delay proxy did not start")
+        argv = [PYTHON, "-m", "bench.delay_proxy", str(self.port), str(target_port), str(delay_ms)]
+        log_path = temp_dir() / f"bench-delay-proxy-{self.port}.log"
+        process = Process(f"delay proxy on port {self.port}", argv, cwd=ROOT, log_path=log_path)
+        self.launch(process, lambda: "ready" in process.log().splitlines(), "ready")
+
+    def reports(self) -> list[int]:
+        """Every ``writes=<n>`` it has logged, in order."""
+        assert self.process is not None
+        lines = self.process.log().splitlines()
+        return [int(line.removeprefix("writes=")) for line in lines if line.startswith("writes=")]
 
     def writes(self) -> int:
+        """The client writes it has forwarded so far (it logs the count on SIGUSR1)."""
         import signal
 
-        assert self.process.stdout is not None
-        self.process.send_signal(signal.SIGUSR1)
-        line = self.process.stdout.readline().strip()
-        return int(line.removeprefix("writes="))
-
-    def stop(self) -> None:
-        stop_process(self.process)  # type: ignore[arg-type]
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        assert self.process is not None
+        before = len(self.reports())
+        self.process.send(signal.SIGUSR1)
+        self.process.wait_until(lambda: len(self.reports()) > before, 10, "its writes= line")
+        return self.reports()[-1]
 
 
 def measure(
@@ -376,24 +370,24 @@ def main(argv: list[str] | None = None) -> int:
             {"BENCH_STORAGE_URI": url(redis_lesson)},
             redis_lesson,
         )
-        gate_memory = Server("gatehouse-memory", "gatehouse.main:app", dict(GATEHOUSE_ENV))
+        gate_memory = Server("gatehouse-memory", GATEHOUSE_APP, dict(GATEHOUSE_ENV))
         gate_redis = Server(
             "gatehouse-redis",
-            "gatehouse.main:app",
+            GATEHOUSE_APP,
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_plain)},
             redis_plain,
         )
         # The same, with CPython's default collector settings: what the tuning buys.
         gate_redis_default_gc = Server(
             "gatehouse-redis-default-gc",
-            "bench.apps.gatehouse_default_gc:app",
+            "bench.apps.gatehouse_default_gc:create_app",
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_default_gc)},
             redis_default_gc,
         )
         # Three windows in one check: still one script call, one round trip.
         gate_windows = Server(
             "gatehouse-redis-3-windows",
-            "gatehouse.main:app",
+            GATEHOUSE_APP,
             {
                 **GATEHOUSE_ENV,
                 "APP_REDIS_URL": url(redis_windows),
@@ -437,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
                     redis_slow_lesson,
                 ),
                 Server(
-                    "gatehouse-redis-slow", "gatehouse.main:app",
+                    "gatehouse-redis-slow", GATEHOUSE_APP,
                     {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_slow_gatehouse, proxies["gatehouse-redis-slow"].port),
                      "APP_REDIS_TIMEOUT": "1.0"},
                     redis_slow_gatehouse,

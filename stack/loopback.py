@@ -3,11 +3,13 @@
 The rendered container spec is run as written except for these overrides, each of
 which exists because the thing cannot be the same without Kubernetes:
 
-1. The executable: a container finds ``uvicorn`` on its image's PATH; here it is the
-   project virtualenv's (``.venv/bin/uvicorn``), and ``redis-server`` is Debian's.
+1. The executable: a container finds ``python`` (the API runs ``python -m gatehouse``)
+   on its image's PATH; here it is the project virtualenv's (``.venv/bin/python``,
+   where gatehouse is installed), and ``redis-server`` is Debian's.
 2. The listen address: a pod listens on all interfaces of its own network namespace
    (``--host 0.0.0.0``; Redis binds everything by default); here every pod shares the
-   host's loopback, so it binds its own 127.x address instead (``--host`` / ``--bind``).
+   host's loopback, so it binds its own 127.x address instead (``--host`` / ``--bind``,
+   by program: ``program_name`` names ``python -m gatehouse`` "gatehouse").
 3. The port: each container port (8000, 6379) becomes a free port on that address,
    so two stacks (or a developer's ``make run``) never collide.
 4. Service names: ``redis://gatehouse-redis:6379`` names a Service that cluster DNS
@@ -32,6 +34,7 @@ context and limits are applied by the engine.
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,13 +45,15 @@ from urllib.parse import urlsplit
 VENV_BIN = Path(sys.prefix) / "bin"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# 2. The flag that sets the listen address, per program.
+# 2. The flag that sets the listen address, per program (as ``program_name`` names it).
 LISTEN_ADDRESS_FLAGS = {
-    "uvicorn": "--host",
+    "gatehouse": "--host",
     "redis-server": "--bind",
     "valkey-server": "--bind",
 }
 PORT_FLAG = "--port"
+# ``python``, ``python3``, ``python3.12``: an interpreter, whose program is its ``-m`` module.
+PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
 
 class LoopbackError(RuntimeError):
@@ -83,13 +88,30 @@ def _set_flag(args: list[str], flag: str, value: str, append: bool) -> list[str]
     return out
 
 
-def listen_args(program: str, args: Sequence[str], ip: str, ports: Mapping[int, int]) -> list[str]:
-    """2 and 3. The pod's address and the local port for the container port given."""
-    name = Path(program).name
+def split_program(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the words that name the program, its own arguments): ``python -m gatehouse`` is
+    three words, ``redis-server`` one."""
+    if PYTHON_NAME.fullmatch(Path(argv[0]).name) and len(argv) >= 3 and argv[1] == "-m":
+        return list(argv[:3]), list(argv[3:])
+    return list(argv[:1]), list(argv[1:])
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The program a command line runs: ``gatehouse`` for ``python -m gatehouse``, else
+    the executable's own name (``redis-server`` for ``/usr/bin/redis-server``)."""
+    words, _ = split_program(argv)
+    return Path(words[-1]).name
+
+
+def listen_args(argv: Sequence[str], ip: str, ports: Mapping[int, int]) -> list[str]:
+    """2 and 3. The program's own arguments (after the words naming it) with the pod's
+    address and the local port for the container port given."""
+    name = program_name(argv)
     flag = LISTEN_ADDRESS_FLAGS.get(name)
     if flag is None:
         raise LoopbackError(f"do not know how {name} chooses its listen address")
-    out = _set_flag(list(args), flag, ip, append=True)
+    _, args = split_program(argv)
+    out = _set_flag(args, flag, ip, append=True)
     for i, arg in enumerate(out):
         if arg == PORT_FLAG and i + 1 < len(out) and out[i + 1].isdigit():
             out[i + 1] = str(ports[int(out[i + 1])])
@@ -153,14 +175,15 @@ def localise(
     """The rendered, kubelet-expanded command line and environment, made runnable here."""
     if not argv:
         raise LoopbackError("the container has no command (the image's entrypoint is unknown here)")
-    program = executable(argv[0])
-    args = listen_args(program, argv[1:], ip, ports)
+    words, _ = split_program(argv)
+    program = [executable(words[0]), *words[1:]]
+    args = listen_args(argv, ip, ports)
     args = [resolve_mounts(resolve_services(arg, services), mounts) for arg in args]
     local_env = {
         name: resolve_mounts(resolve_services(value, services), mounts)
         for name, value in env.items()
     }
-    return [program, *args], process_env(local_env, home)
+    return [*program, *args], process_env(local_env, home)
 
 
 def localise_in_container(
@@ -172,10 +195,11 @@ def localise_in_container(
     services: Mapping[tuple[str, int], tuple[str, int]],
 ) -> tuple[list[str], dict[str, str]]:
     """The same for a container on the host network: listen address, ports and Service
-    names only (``command[0]`` is found on the image's PATH; mounts are at their paths)."""
+    names only (``command[0]``, ``python`` for the API, is found on the image's PATH;
+    mounts are at their paths)."""
     if not argv:
         raise LoopbackError("the container has no command (the image's entrypoint is unknown here)")
-    program = argv[0]
-    args = [resolve_services(arg, services) for arg in listen_args(program, argv[1:], ip, ports)]
+    program, _ = split_program(argv)
+    args = [resolve_services(arg, services) for arg in listen_args(argv, ip, ports)]
     local_env = {name: resolve_services(value, services) for name, value in env.items()}
-    return [program, *args], local_env
+    return [*program, *args], local_env

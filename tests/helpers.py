@@ -1,28 +1,26 @@
-"""Shared by the test layers: free ports, real processes that always stop."""
+"""Shared by the test layers: free ports, real processes that always stop.
+
+Every server a test starts is a ``stack.processes.Process`` (the stack harness's too):
+its own process group, a log file, a readiness wait that fails early with the log's
+tail when the process exits, SIGTERM to the group then SIGKILL.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
-import httpx
+from stack.processes import Process, free_port, http_ok, stop_popen
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(
@@ -51,31 +49,64 @@ def wait_for_fresh_window(
         time.sleep(left + 0.05)
 
 
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(5)
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Stop a child a test started itself (in this process's group): SIGTERM, then SIGKILL."""
+    stop_popen(process, timeout, group=False)
 
 
-class RedisServer:
+def temp_dir() -> Path:
+    return Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+class Supervised:
+    """A server one ``Process`` runs at a time: ``process`` is None while it is stopped."""
+
+    process: Process | None = None
+    grace = 10.0  # seconds from SIGTERM to SIGKILL
+
+    def launch(
+        self,
+        process: Process,
+        ready: Callable[[], bool],
+        what: str,
+        timeout: float = 15.0,
+        interval: float = 0.05,
+        fresh_log: bool = True,
+    ) -> None:
+        """Start ``process`` (on a new log unless told) and wait until ``ready``.
+
+        One that never gets ready is stopped, and ``process`` stays None.
+        """
+        if fresh_log:
+            process.log_path.unlink(missing_ok=True)
+        process.launch(ready, timeout, what, interval)
+        self.process = process
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(self.grace)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no goodbye to clients, replicas or sentinels."""
+        if self.process is not None:
+            self.process.kill()
+            self.process = None
+
+
+class RedisServer(Supervised):
     """A real redis-server on a loopback port, no persistence."""
 
     def __init__(self, port: int | None = None, password: str | None = None) -> None:
         self.binary = shutil.which("redis-server")
         self.port = port or free_port()
         self.password = password
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> None:
+    def start(self, log_dir: Path | None = None) -> None:
         assert self.binary, "redis-server is not installed"
         args = [
             self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
@@ -83,8 +114,9 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(self.ping, what=f"redis-server on port {self.port}")
+        log_path = (log_dir or temp_dir()) / f"redis-127.0.0.1-{self.port}.log"
+        process = Process(f"redis-server on port {self.port}", args, log_path=log_path)
+        self.launch(process, self.ping, "PING answered")
 
     def client(self):  # a synchronous client for assertions from the test process
         import redis
@@ -99,19 +131,8 @@ class RedisServer:
         except Exception:
             return False
 
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(5)
-            self.process = None
-
-
-class ApiServer:
+class ApiServer(Supervised):
     """``python -m gatehouse`` as a real process on a loopback address and free port."""
 
     def __init__(
@@ -127,7 +148,6 @@ class ApiServer:
             "APP_TRUSTED_HOSTS": "*",
             **env,
         }
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
 
     @property
@@ -135,31 +155,13 @@ class ApiServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, log_dir: Path | None = None) -> None:
-        log_dir = log_dir or Path(os.environ.get("TMPDIR", "/tmp"))
-        self.log_path = log_dir / f"gatehouse-{self.host}-{self.port}.log"
-        log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [PYTHON, "-m", "gatehouse"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
-        log.close()
-
-        def healthy() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"gatehouse exited early:\n{self.log()}")
-            try:
-                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, what=f"gatehouse on {self.url}")
+        self.log_path = (log_dir or temp_dir()) / f"gatehouse-{self.host}-{self.port}.log"
+        command = [PYTHON, "-m", "gatehouse"]
+        process = Process(f"gatehouse on {self.url}", command, self.env, log_path=self.log_path)
+        self.launch(process, lambda: http_ok(self.host, self.port, "/healthz"), "/healthz ready")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
 
 @contextlib.contextmanager

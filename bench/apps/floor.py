@@ -15,8 +15,9 @@ from starlette.types import Receive, Scope, Send
 
 from bench.apps.bare import app as bare
 from bench.apps.bare_headers import app as bare_with_headers
-from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript
-from gatehouse.ratelimit.storage import CHECK_SCRIPT
+from gatehouse.ratelimit.pipeline import PipelinedRedis
+from gatehouse.ratelimit.redis_store import PipelinedScript
+from gatehouse.ratelimit.script import CHECK_SCRIPT
 
 connection = PipelinedRedis.from_url(os.environ["BENCH_REDIS_URL"], None, timeout=0.25)
 check = PipelinedScript(connection, CHECK_SCRIPT)

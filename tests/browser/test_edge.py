@@ -31,9 +31,10 @@ def test_allowed_origin_reads_body_and_rate_limit_headers(open_page, api) -> Non
     headers = result["headers"]  # only what the browser lets the page read
     assert headers["x-ratelimit-limit"] == str(SEARCH_LIMIT)
     assert headers["x-ratelimit-remaining"] == str(SEARCH_LIMIT - 1)
-    assert re.fullmatch(rf'"search";r={SEARCH_LIMIT - 1};t=\d+', headers["ratelimit"]), headers
+    reset = headers["x-ratelimit-reset"]  # seconds to the minute's end: the clock's to say
+    assert headers["ratelimit"] == f'"search";r={SEARCH_LIMIT - 1};t={reset}', headers
     assert headers["ratelimit-policy"] == f'"search";q={SEARCH_LIMIT};w=60'
-    assert headers["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{26}", headers["x-request-id"]), headers
     # Sent, but neither safelisted nor exposed: invisible to the page.
     assert "content-security-policy" not in headers
     assert "x-frame-options" not in headers
@@ -64,7 +65,10 @@ def test_allowed_origin_reads_429_and_retry_after(open_page, api, fresh_minute) 
 
     assert [r["status"] for r in results] == [200] * SEARCH_LIMIT + [429], results
     refused = results[-1]
-    assert 1 <= int(refused["headers"]["retry-after"]) <= 60
+    # One window: the wait is to its end, the same second count the RateLimit field gives.
+    retry_after = refused["headers"]["retry-after"]
+    assert 1 <= int(retry_after) <= 60
+    assert refused["headers"]["ratelimit"] == f'"search";r=0;t={retry_after}'
     assert refused["headers"]["x-ratelimit-remaining"] == "0"
     assert refused["headers"]["content-type"] == "application/problem+json"
     assert refused["body"]["status"] == 429
@@ -82,7 +86,7 @@ def test_allowed_origin_reads_a_500(open_page, api) -> None:
         "title": "Internal Server Error",
         "status": 500,
     }
-    assert result["headers"]["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{26}", result["headers"]["x-request-id"])
 
 
 def test_preflighted_writes_from_allowed_origin(open_page, api) -> None:

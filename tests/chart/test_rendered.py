@@ -17,6 +17,11 @@ def _api_container(docs: list[Doc]) -> Doc:
     return container
 
 
+def _env(container: Doc) -> dict[str, str]:
+    """The container's literal ``env`` values (not the ConfigMap's, not Secret refs)."""
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
 def _checksum(docs: list[Doc]) -> str:
     annotations = one(docs, "Deployment", API)["spec"]["template"]["metadata"]["annotations"]
     return annotations["checksum/config"]
@@ -26,13 +31,23 @@ def _checksum(docs: list[Doc]) -> str:
 def test_forwarded_allow_ips_are_the_environment_cidrs(
     rendered: dict[str, list[Doc]], env: str
 ) -> None:
-    args = _api_container(rendered[env])["args"]
-    flags = [a for a in args if a.startswith("--forwarded-allow-ips=")]
-    assert len(flags) == 1, args
+    container = _api_container(rendered[env])
+    names = [e["name"] for e in container["env"]]
+    assert names.count("FORWARDED_ALLOW_IPS") == 1, names
+    trusted = _env(container)["FORWARDED_ALLOW_IPS"]
     expected = load_values(env)["proxy"]["trustedCIDRs"]
-    assert flags[0].split("=", 1)[1].split(",") == expected
-    assert "*" not in flags[0]
-    assert "--proxy-headers" in args
+    assert trusted.split(",") == expected
+    assert "*" not in trusted
+    # Proxy trust is the environment's alone: no flag can say otherwise.
+    assert not any("forwarded" in arg or "proxy" in arg for arg in container["args"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_api_runs_the_one_start_command(rendered: dict[str, list[Doc]], env: str) -> None:
+    container = _api_container(rendered[env])
+    assert container["command"] == ["python", "-m", "gatehouse"]
+    assert container["args"] == ["--host", "0.0.0.0", "--port", "8000"]
+    assert container["ports"][0]["containerPort"] == 8000
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -170,9 +185,6 @@ def test_every_container_is_restricted(rendered: dict[str, list[Doc]], env: str)
     assert not problems, "\n".join(problems)
 
 
-RELOAD = ["--reload", "--reload-dir", "/app/src"]
-
-
 @pytest.mark.parametrize("env", ENVS)
 def test_dev_mode_is_off_in_every_environment(rendered: dict[str, list[Doc]], env: str) -> None:
     container = _api_container(rendered[env])
@@ -183,8 +195,9 @@ def test_dev_mode_is_off_in_every_environment(rendered: dict[str, list[Doc]], en
 def test_dev_mode_reloads_with_a_writable_root(rendered: dict[str, list[Doc]]) -> None:
     docs = render("dev", "--set", "devMode.enabled=true")
     container = _api_container(docs)
-    assert container["args"][-3:] == RELOAD
-    assert container["command"] == ["uvicorn"]
+    # The reloader watches the package's own sources (/app/src in the dev image).
+    assert container["args"] == ["--host", "0.0.0.0", "--port", "8000", "--reload"]
+    assert container["command"] == ["python", "-m", "gatehouse"]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is False
     # Everything else stays "restricted".
@@ -331,8 +344,8 @@ def test_probes_hit_the_real_routes_on_a_named_port(
 def test_graceful_shutdown_fits_the_grace_period(rendered: dict[str, list[Doc]], env: str) -> None:
     spec = one(rendered[env], "Deployment", API)["spec"]["template"]["spec"]
     container = _api_container(rendered[env])
-    args = container["args"]
-    graceful = int(args[args.index("--timeout-graceful-shutdown") + 1])
+    graceful = int(_env(container)["APP_GRACEFUL_SHUTDOWN_SECONDS"])
+    assert graceful == load_values(env)["shutdown"]["timeoutGracefulShutdownSeconds"]
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
     assert pre_stop[0] == "/bin/sleep"
     assert graceful < spec["terminationGracePeriodSeconds"] - int(pre_stop[1])

@@ -175,9 +175,15 @@ def test_redis_fault_under_load(api_server, fault, mode, report_figure):
         f"redis {fault:9s} mode {mode:6s}: {run.summary()}; server-side worst {max(server_ms):.0f} ms"
     )
     statuses = Counter(status for _, _, status in run.results)
-    allowed_statuses = {200} if mode == "open" else {200, 503}
-    assert set(statuses) <= allowed_statuses, statuses
-    assert statuses[200] > 0
+    if mode == "open":
+        # Served through every fault, from the local fallback while Redis is away.
+        assert set(statuses) == {200}, statuses
+    elif fault == "restarted":
+        # Down for the moment a restart takes: a check may or may not land in it.
+        assert set(statuses) in ({200}, {200, 503}), statuses
+    else:
+        # 1.5 s without a timely answer: refused (503) then, admitted before and after.
+        assert set(statuses) == {200, 503}, statuses
     assert set(run.health) == {200}
     assert len(server_ms) >= len(run.results)
     assert max(server_ms) < SERVER_CEILING_MS, (

@@ -52,15 +52,6 @@ class ChartPod:
         return [*self.command, *args]
 
 
-def _arg_value(args: list[str], flag: str) -> str | None:
-    for index, arg in enumerate(args):
-        if arg == flag and index + 1 < len(args):
-            return args[index + 1]
-        if arg.startswith(flag + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
 def _docker_memory(quantity: str | None) -> str | None:
     """Kubernetes memory quantity -> docker --memory (binary suffixes only)."""
     if not quantity:
@@ -143,7 +134,7 @@ def from_chart(documents: list[dict]) -> ChartPod:
         allow_privilege_escalation=bool(security.get("allowPrivilegeEscalation", True)),
         termination_grace_seconds=int(pod.get("terminationGracePeriodSeconds", 30)),
         pre_stop_sleep_seconds=int(pre_stop[-1]) if pre_stop[:1] == ["/bin/sleep"] else 0,
-        graceful_shutdown_seconds=int(_arg_value(args, "--timeout-graceful-shutdown") or 0),
+        graceful_shutdown_seconds=int(env.get("APP_GRACEFUL_SHUTDOWN_SECONDS") or 0),
         memory_limit=_docker_memory(str(limits["memory"]) if "memory" in limits else None),
         cpu_limit=_docker_cpus(str(limits["cpu"]) if "cpu" in limits else None),
         source=f"scripts/helm template {RELEASE} {CHART} -f {VALUES}",
@@ -151,28 +142,20 @@ def from_chart(documents: list[dict]) -> ChartPod:
     )
 
 
-# FALLBACK, used only when the chart does not render: the chart's Deployment as of
-# its first version (uvicorn command, uid/gid 10001, read-only root, no capabilities,
-# 30 s grace with a 5 s preStop sleep and a 20 s drain). The report says when it is used.
+# FALLBACK, used only when the chart does not render: the chart's Deployment for
+# k8s/values-local.yaml (`python -m gatehouse`, proxy trust and the drain in the
+# environment, uid/gid 10001, read-only root, no capabilities, 30 s grace with a 5 s
+# preStop sleep and a 20 s drain). The report says when it is used.
 FALLBACK = ChartPod(
-    command=["uvicorn"],
-    args=[
-        "gatehouse.main:app",
-        "--host",
-        "0.0.0.0",
-        "--port",
-        "8000",
-        "--proxy-headers",
-        "--forwarded-allow-ips=127.0.10.0/24",
-        "--no-server-header",
-        "--timeout-graceful-shutdown",
-        "20",
-    ],
+    command=["python", "-m", "gatehouse"],
+    args=["--host", "0.0.0.0", "--port", "8000"],
     env={
         "APP_ENVIRONMENT": "local",
         "APP_ALLOWED_ORIGINS": "http://app-a.localtest:5173",
         "APP_TRUSTED_HOSTS": "api-a.localtest",
         "APP_LOG_LEVEL": "info",
+        "FORWARDED_ALLOW_IPS": "127.0.10.0/24",
+        "APP_GRACEFUL_SHUTDOWN_SECONDS": "20",
     },
     files={},
     run_as_user=10001,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +160,25 @@ ROWS: list[Row] = [
         "10.0.0.0/33",
         ("config.rateLimit.exemptCIDRs", ["10.0.0.0/33"]),
     ),
+    Row("APP_MAX_BODY_BYTES", "-1", ("config.limits.maxBodyBytes", -1)),
+    Row("APP_MAX_BODY_BYTES", "1MB", ("config.limits.maxBodyBytes", "1MB")),
+    Row(
+        "APP_MAX_BODY_BYTES_ROUTES",
+        '{"items": 10}',
+        ("config.limits.maxBodyBytesRoutes", {"items": 10}),
+        show_value=False,
+    ),
+    Row(
+        "APP_MAX_BODY_BYTES_ROUTES",
+        '{"/items": -5}',
+        ("config.limits.maxBodyBytesRoutes", {"/items": -5}),
+        show_value=False,
+    ),
+    # A template the app does not have: only the app can know (the chart renders it).
+    Row("APP_MAX_BODY_BYTES_ROUTES", '{"/nope": 10}', show_value=False),
+    Row("APP_BODY_TIMEOUT", "0", ("config.limits.bodyTimeoutSeconds", 0)),
+    Row("APP_MAX_HEADER_BYTES", "100", ("config.limits.maxHeaderBytes", 100)),
+    Row("APP_HEADER_TIMEOUT", "301", ("config.limits.headerTimeoutSeconds", 301)),
     Row("APP_REPLICAS", "0", ("replicaCount", 0)),
     Row("APP_REPLICAS", "10001"),
     Row("APP_REPLICAS", "two", ("replicaCount", "two")),
@@ -180,9 +200,13 @@ ROWS: list[Row] = [
     Row("FORWARDED_ALLOW_IPS", "10.0.0.0/33", ("proxy.trustedCIDRs", ["10.0.0.0/33"])),
     Row("FORWARDED_ALLOW_IPS", "ingress-nginx", ("proxy.trustedCIDRs", ["ingress-nginx"])),
     Row("FORWARDED_ALLOW_IPS", ",", ("proxy.trustedCIDRs", []), show_value=False),
-    # The same as '*' (every client chooses its own IP), refused by the chart, not the service.
+    # The same as '*' (every client chooses its own IP), or half of it: anything broader
+    # than a /8. The schema's generated pattern refuses what the service refuses.
     Row("FORWARDED_ALLOW_IPS", "0.0.0.0/0", ("proxy.trustedCIDRs", ["0.0.0.0/0"])),
+    Row("FORWARDED_ALLOW_IPS", "0.0.0.0/1", ("proxy.trustedCIDRs", ["0.0.0.0/1"])),
     Row("FORWARDED_ALLOW_IPS", "::/0", ("proxy.trustedCIDRs", ["::/0"])),
+    # Host bits after the prefix: 10.64.0.0/16 or 10.64.0.1/32, not both at once.
+    Row("FORWARDED_ALLOW_IPS", "10.64.0.1/16", ("proxy.trustedCIDRs", ["10.64.0.1/16"])),
     Row("FORWARDED_ALLOW_IPS", DEEP_JSON_LIST, show_value=False),
 ]
 
@@ -199,25 +223,38 @@ def _params(rows: list[Row]) -> list[Any]:
 
 
 def _start(row: Row) -> tuple[int | None, str]:
-    """(exit status or None if it kept running, stderr) of ``python -m gatehouse``."""
+    """(exit status or None if it started serving, stderr) of ``python -m gatehouse``.
+
+    Started means it said "serving on": no fixed wait, which a busy machine outlasts.
+    """
     env = {key: value for key, value in os.environ.items() if not key.startswith("APP_")}
     env.pop("FORWARDED_ALLOW_IPS", None)
     env.update({"APP_HOST": "127.0.0.1", "APP_PORT": str(free_port()), "APP_ACCESS_LOG": "false"})
     env.update(dict(row.env))
     env[row.variable] = row.value
+    process = subprocess.Popen(
+        [PYTHON, "-m", "gatehouse"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    watchdog = threading.Timer(120, process.kill)  # bounded, whatever the process does
+    watchdog.start()
     try:
-        result = subprocess.run(
-            [PYTHON, "-m", "gatehouse"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=8,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as expired:  # it started: the value was accepted
-        stderr = expired.stderr or b""
-        return None, stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-    return result.returncode, result.stderr
+        stderr = ""
+        for line in process.stderr:  # ends when the process exits
+            if line.startswith("gatehouse: serving on"):
+                return None, stderr + line  # the value was accepted
+            stderr += line
+        return process.wait(timeout=60), stderr
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+        process.stderr.close()
 
 
 def _helm(row: Row) -> tuple[int, str]:

@@ -8,7 +8,8 @@ import subprocess
 import httpx
 import pytest
 
-from tests.helpers import PYTHON
+from tests.helpers import PYTHON, free_port
+from tests.image import chartpod
 from tests.service.conftest import ALLOWED
 
 HOSTILE_ORIGINS = [
@@ -134,7 +135,8 @@ def test_forwarded_for_from_the_trusted_proxy(server):
         )
     body = response.json()
     assert (body["client_ip"], body["scheme"]) == ("198.51.100.4", "https")
-    assert response.headers["strict-transport-security"].startswith("max-age=")
+    # https as the trusted proxy says: HSTS with APP_HSTS_MAX_AGE's default, two years.
+    assert response.headers["strict-transport-security"] == "max-age=63072000; includeSubDomains"
 
 
 def test_request_id_is_returned_and_generated(server):
@@ -145,7 +147,8 @@ def test_request_id_is_returned_and_generated(server):
     assert given.headers["x-request-id"] == "abc-123"
     assert re.fullmatch(r"[0-9a-f]{26}", made.headers["x-request-id"])
     assert made.headers["x-request-id"] != made_again.headers["x-request-id"]
-    assert hostile.headers["x-request-id"] != "a b\tc"
+    # Not a plain token, so replaced by one the service made.
+    assert re.fullmatch(r"[0-9a-f]{26}", hostile.headers["x-request-id"])
 
 
 def test_metrics_by_route_template(server):
@@ -200,14 +203,72 @@ def test_bad_configuration_stops_start_up_with_one_line(name, value):
     assert name in lines[0] and value in lines[0]
 
 
-def test_bad_configuration_under_plain_uvicorn_is_one_line_too():
-    # The chart runs `uvicorn gatehouse.main:app ...`; the settings check runs at import.
-    result = subprocess.run(
-        [PYTHON, "-m", "uvicorn", "gatehouse.main:app", "--port", "0"],
-        env={"PATH": "/usr/bin:/bin", "APP_ALLOWED_ORIGINS": "null"},
-        capture_output=True, text=True, timeout=30,
+# Proxy trust the service refuses, whichever way it starts (the chart's schema too).
+BAD_PROXY_TRUST = ["*", "0.0.0.0/0", "0.0.0.0/1", "::/0", "10.64.0.1/16", "10.0.0.0/40"]
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        env={"PATH": "/usr/bin:/bin", "APP_HOST": "127.0.0.1", "APP_PORT": str(free_port()), **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("FORWARDED_ALLOW_IPS", "0.0.0.0/1"),
+        ("FORWARDED_ALLOW_IPS", "*"),
+        ("APP_ALLOWED_ORIGINS", "null"),
+        ("APP_RATE_LIMIT_SEARCH", "lots"),
+    ],
+)
+def test_a_bad_value_under_uvicorn_factory_stops_before_serving(name, value):
+    # `uvicorn --factory gatehouse.service:create_app` (the benchmarks) calls the factory in
+    # Config.load(), before it binds a socket or logs "Started server process". It catches
+    # only a TypeError from a factory, so the ConfigError ends the process uncaught: exit
+    # status 1 and a traceback whose last line carries the same message that
+    # `python -m gatehouse` prints as its one line.
+    factory = _run(
+        [PYTHON, "-m", "uvicorn", "--factory", "gatehouse.service:create_app",
+         "--host", "127.0.0.1", "--port", str(free_port())],
+        {name: value},
     )  # fmt: skip
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        line for line in result.stderr.strip().splitlines() if "APP_ALLOWED_ORIGINS" in line
-    ]
+    direct = _run([PYTHON, "-m", "gatehouse"], {name: value})
+    assert direct.returncode == 2, direct.stderr
+    (line,) = direct.stderr.splitlines()
+    message = line.removeprefix("gatehouse: ")
+    assert message.startswith(f"invalid configuration: {name} = "), line
+
+    assert factory.returncode == 1, factory.stderr[-2000:]
+    lines = factory.stderr.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", factory.stderr[-2000:]
+    assert lines[-1] == f"gatehouse.settings.errors.ConfigError: {message}"
+    # uvicorn logs these after loading the app, the second once it listens: neither came.
+    assert "Started server process" not in factory.stderr
+    assert "Uvicorn running" not in factory.stderr
+
+
+@pytest.fixture(scope="module")
+def rendered_command() -> list[str]:
+    """The chart's API command and args (k8s/values-local.yaml), on a loopback port."""
+    pod = chartpod.from_chart(chartpod.render())
+    argv = pod.argv_for("127.0.0.1", free_port())
+    assert argv[:3] == ["python", "-m", "gatehouse"], argv
+    return [PYTHON, *argv[1:]]  # the image's python is this venv's here
+
+
+@pytest.mark.parametrize("value", BAD_PROXY_TRUST)
+def test_the_charts_command_refuses_proxy_trust_like_python_m_gatehouse(rendered_command, value):
+    env = {"FORWARDED_ALLOW_IPS": value}
+    direct = _run([PYTHON, "-m", "gatehouse"], env)
+    chart = _run(rendered_command, env)
+    assert (direct.returncode, chart.returncode) == (2, 2), chart.stderr[-2000:]
+    (line,) = direct.stderr.splitlines()
+    assert line.startswith("gatehouse: invalid configuration: FORWARDED_ALLOW_IPS = "), line
+    assert value in line
+    assert chart.stderr == direct.stderr

@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from gatehouse.ratelimit.errors import StorageError
-from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript, RedisUnavailable
-from gatehouse.ratelimit.storage import CHECK_SCRIPT
+from gatehouse.ratelimit.pipeline import PipelinedRedis, RedisUnavailable
+from gatehouse.ratelimit.redis_store import PipelinedScript
+from gatehouse.ratelimit.script import CHECK_SCRIPT
 from tests.helpers import RedisServer, free_port
 
 ECHO_SCRIPT = "return {KEYS[1], ARGV[1]}"

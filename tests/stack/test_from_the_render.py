@@ -13,6 +13,7 @@ from stack.loopback import (
     LoopbackError,
     localise,
     localise_in_container,
+    program_name,
     resolve_services,
 )
 from stack.nginx import ControllerConfig, Location, Upstream, render_conf
@@ -91,9 +92,11 @@ def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
         mounts=mounts,
         home=tmp_path,
     )
-    assert local[0] == str(VENV_BIN / "uvicorn")
-    assert local[1:] == [
-        {"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(arg, arg) for arg in argv[1:]
+    # The chart's `python -m gatehouse`, with the virtualenv's python (gatehouse is installed there).
+    assert argv[:3] == ["python", "-m", "gatehouse"]
+    assert local[:3] == [str(VENV_BIN / "python"), "-m", "gatehouse"]
+    assert local[3:] == [
+        {"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(arg, arg) for arg in argv[3:]
     ]
     assert process_env["APP_REDIS_URL"] == "redis://127.0.30.1:40001/0"
     assert process_env["APP_ALLOWED_ORIGINS_FILE"] == str(
@@ -101,6 +104,26 @@ def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
     )
     changed = {k for k in api_env if api_env[k] != process_env[k]}
     assert changed == {"APP_REDIS_URL", "APP_ALLOWED_ORIGINS_FILE"}
+
+
+def test_the_program_is_named_by_its_module_under_python() -> None:
+    assert program_name(["python", "-m", "gatehouse", "--host", "0.0.0.0"]) == "gatehouse"
+    assert program_name(["/opt/venv/bin/python3.12", "-m", "gatehouse"]) == "gatehouse"
+    assert program_name(["/usr/bin/redis-server", "--port", "6379"]) == "redis-server"
+    assert program_name(["python", "-c", "print()"]) == "python"
+    with pytest.raises(LoopbackError, match="python chooses its listen address"):
+        localise_in_container(
+            ["python", "-c", "print()"], {}, ip="127.0.20.1", ports={}, services={}
+        )
+    # The words after `-m gatehouse` are the program's: its port is mapped, a missing --host added.
+    local, _ = localise_in_container(
+        ["python", "-m", "gatehouse", "--port", "8000"],
+        {},
+        ip="127.0.20.1",
+        ports={8000: 40002},
+        services={},
+    )
+    assert local == ["python", "-m", "gatehouse", "--port", "40002", "--host", "127.0.20.1"]
 
 
 def test_service_names_resolve_in_every_form() -> None:
@@ -182,7 +205,7 @@ def test_the_container_runtime_translates_the_pod_spec_to_docker_flags(tmp_path:
     local, variables = localise_in_container(
         argv, api_env, ip="127.0.20.1", ports={8000: 40002}, services=services
     )
-    # The image's uvicorn; the real mount path; only the address, port and Service change.
+    # The image's python; the real mount path; only the address, port and Service change.
     assert local == [{"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(a, a) for a in argv]
     assert variables["APP_ALLOWED_ORIGINS_FILE"] == "/etc/gatehouse/APP_ALLOWED_ORIGINS"
     assert {k for k in api_env if api_env[k] != variables[k]} == {"APP_REDIS_URL"}
@@ -208,7 +231,7 @@ def test_the_container_runtime_translates_the_pod_spec_to_docker_flags(tmp_path:
         f"--tmpfs /tmp:rw,nosuid,nodev,mode=1777,size={64 * 2**20}",
         f"--volume {tmp_path / 'config'}:/etc/gatehouse:ro",
         f"--memory {256 * 2**20} --cpus 1",
-        "--entrypoint uvicorn gatehouse-api:dev gatehouse.main:app",
+        "--entrypoint python gatehouse-api:dev -m gatehouse --host 127.0.20.1 --port 40002",
     ):
         assert flags in joined
     assert "seccomp" not in joined  # RuntimeDefault is docker's default profile

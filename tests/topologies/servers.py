@@ -1,7 +1,8 @@
 """Real Redis topologies on loopback: a Cluster, a Sentinel set, a TLS-only server.
 
 Every process is started by the test (free ports, a temporary directory each) and
-stopped, killed if need be, when the test ends.
+stopped, killed if need be, when the test ends; each runs as a ``stack.processes.Process``
+(its own process group, ``server.log`` in its directory), through ``Supervised``.
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import free_port, stop_process, wait_until
+from stack.processes import Process
+
+from tests.helpers import Supervised, free_port, wait_until
 
 HOST = "127.0.0.1"
 
 
-class Node:
+class Node(Supervised):
     """One redis-server (or redis-sentinel) process with its own directory and arguments."""
+
+    grace = 5.0
 
     def __init__(
         self,
@@ -38,9 +43,12 @@ class Node:
         self.password = password
         self.config = config
         self.binary = shutil.which(binary) or binary
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "server.log"
+
+    def command(self) -> list[str]:
         command = [self.binary]
         if self.config is not None:  # sentinel: a config file it may rewrite
             config_path = self.dir / "sentinel.conf"
@@ -53,11 +61,13 @@ class Node:
         ]  # fmt: skip
         if self.password:
             command += ["--requirepass", self.password, "--masterauth", self.password]
-        command += self.args
-        log = (self.dir / "server.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_until(self.ping, what=f"{Path(self.binary).name} on port {self.port}")
+        return command + self.args
+
+    def start(self) -> None:
+        name = f"{Path(self.binary).name} on port {self.port}"
+        process = Process(name, self.command(), log_path=self.log_path)
+        # One log across restarts: a node killed and started again keeps its history.
+        self.launch(process, self.ping, "PING answered", fresh_log=False)
 
     def client(self, **options: Any) -> Any:
         import redis
@@ -67,28 +77,13 @@ class Node:
         )
 
     def ping(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"{self.binary} on port {self.port} exited:\n{self.log()}")
         try:
             return bool(self.client().ping())
         except Exception:
             return False
 
     def log(self) -> str:
-        path = self.dir / "server.log"
-        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no goodbye to replicas or sentinels."""
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait(5)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, timeout=5)
-            self.process = None
+        return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
 
 def stop_all(nodes: Sequence[Node]) -> None:
@@ -324,11 +319,12 @@ class TlsRedis(Node):
     """redis-server on a TLS port only, with a certificate the test made."""
 
     def __init__(self, workdir: Path, cert: Path, key: Path, ca: Path) -> None:
+        port = free_port()
         super().__init__(
             workdir,
+            port=port,
             args=[
-                "--port", "0",
-                "--tls-port", "0",  # replaced in start()
+                "--tls-port", str(port),
                 "--tls-cert-file", str(cert),
                 "--tls-key-file", str(key),
                 "--tls-ca-cert-file", str(ca),
@@ -337,17 +333,11 @@ class TlsRedis(Node):
         )  # fmt: skip
         self.ca = ca
 
-    def start(self) -> None:
-        tls_port = self.args.index("--tls-port") + 1
-        self.args[tls_port] = str(self.port)
-        command = [
-            self.binary, "--bind", HOST, "--dir", str(self.dir), "--save", "",
+    def command(self) -> list[str]:
+        return [
+            self.binary, "--bind", HOST, "--port", "0", "--dir", str(self.dir), "--save", "",
             "--appendonly", "no", "--protected-mode", "no", *self.args,
         ]  # fmt: skip
-        log = (self.dir / "server.log").open("ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_until(self.ping, what=f"TLS redis-server on port {self.port}")
 
     def client(self, **options: Any) -> Any:
         import redis

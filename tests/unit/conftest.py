@@ -6,9 +6,8 @@ import httpx
 import pytest
 import uvicorn
 
-from gatehouse.main import build
+from gatehouse.service import build_service
 from gatehouse.settings import load_settings
-from tests.helpers import wait_for_fresh_window
 
 ALLOWED = "https://app.example.com"
 
@@ -19,21 +18,30 @@ BASE = {
     "test_routes_enabled": True,
 }
 
+# The wall clock the in-process service's memory windows read: stopped at the start of
+# a minute (and so of a second), so a test's requests all fall in one window of each
+# length, whenever it runs, without waiting for a fresh one.
+WINDOW_CLOCK = 1_800_000_000.0
+
 
 def make_client(
     forwarded_allow_ips: list[str] | None = None,
     client_addr: tuple[str, int] = ("203.0.113.7", 50000),
     base_url: str = "http://api.example.com",
+    window_clock: Callable[[], float] = lambda: WINDOW_CLOCK,
     **overrides: object,
 ) -> httpx.AsyncClient:
     """An httpx client wired to the whole service in process.
 
     The app goes through ``uvicorn.Config(...).load()`` so uvicorn's proxy-headers
-    middleware wraps it exactly as ``python -m gatehouse`` does.
+    middleware wraps it exactly as ``python -m gatehouse`` does. Its rate-limit
+    windows (in memory: no Redis here) read ``window_clock``.
     """
     settings = load_settings(**{**BASE, **overrides})
+    app = build_service(settings)
+    app.store.fallback.clock = window_clock
     config = uvicorn.Config(
-        build(settings),
+        app,
         proxy_headers=True,
         forwarded_allow_ips=forwarded_allow_ips or ["10.0.0.0/8"],
         server_header=False,
@@ -47,13 +55,6 @@ def make_client(
 @pytest.fixture
 def client_factory() -> Callable[..., httpx.AsyncClient]:
     return make_client
-
-
-@pytest.fixture(autouse=True)
-def room_in_the_minute() -> None:
-    """Many tests here count requests against a minute window; each takes milliseconds,
-    so a second of room is plenty, and the wait happens at most once a minute."""
-    wait_for_fresh_window(60, needed=1)
 
 
 @pytest.fixture

@@ -22,16 +22,12 @@ async def test_an_allowed_origin_is_mirrored_with_credentials():
         response = await client.get("/search?q=x", headers={"origin": ALLOWED})
     assert response.headers["access-control-allow-origin"] == ALLOWED
     assert response.headers["access-control-allow-credentials"] == "true"
-    exposed = response.headers["access-control-expose-headers"]
-    for name in (
-        "RateLimit",
-        "RateLimit-Policy",
-        "X-RateLimit-Remaining",
-        "Retry-After",
-        "X-Request-ID",
-    ):
-        assert name in exposed
-    assert "Origin" in response.headers["vary"]
+    # What a page may read: the rate-limit fields (a 429's Retry-After too) and the id.
+    assert response.headers["access-control-expose-headers"] == (
+        "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, RateLimit-Policy, "
+        "RateLimit, Retry-After, X-Request-ID"
+    )
+    assert response.headers.get_list("vary") == ["Origin"]
 
 
 @pytest.mark.parametrize("origin", HOSTILE_ORIGINS)
@@ -40,7 +36,7 @@ async def test_a_hostile_origin_gets_no_allow_origin(origin):
         response = await client.get("/search?q=x", headers={"origin": origin})
     assert response.status_code == 200  # CORS hides the answer; the browser enforces it
     assert "access-control-allow-origin" not in response.headers
-    assert "Origin" in response.headers["vary"]
+    assert response.headers.get_list("vary") == ["Origin"]
 
 
 @pytest.mark.parametrize("origin", HOSTILE_ORIGINS)
@@ -67,7 +63,8 @@ async def test_a_preflight_for_an_allowed_origin():
         m.strip() for m in response.headers["access-control-allow-methods"].split(",")
     }
     assert allowed_methods == {"GET", "POST", "PUT", "DELETE", "OPTIONS"}
-    assert int(response.headers["access-control-max-age"]) <= 7200
+    # APP_CORS_MAX_AGE's default, well under the 7200 s Chromium caps a preflight at.
+    assert response.headers["access-control-max-age"] == "600"
 
 
 @pytest.mark.parametrize(
@@ -97,7 +94,7 @@ async def test_a_preflight_never_reaches_the_limiter():
 async def test_vary_origin_on_a_response_without_origin():
     async with make_client() as client:
         response = await client.get("/healthz")
-    assert "Origin" in response.headers["vary"]
+    assert response.headers.get_list("vary") == ["Origin"]
 
 
 @pytest.mark.parametrize(

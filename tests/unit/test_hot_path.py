@@ -9,12 +9,14 @@ import httpx
 import pytest
 import uvicorn
 
-from gatehouse.main import build
 from gatehouse.middleware.cors import CORSMiddleware
 from gatehouse.middleware.response_fields import RESPONSE_FIELDS, add_response_fields
-from gatehouse.ratelimit.pipeline import PipelinedRedis, PipelinedScript, encode_command
+from gatehouse.ratelimit.memory import MemoryWindowStore
+from gatehouse.ratelimit.pipeline import PipelinedRedis, encode_command
 from gatehouse.ratelimit.policy import RoutePolicy, Window
-from gatehouse.ratelimit.storage import CHECK_SCRIPT, MemoryWindowStore, Verdict
+from gatehouse.ratelimit.redis_store import PipelinedScript
+from gatehouse.ratelimit.script import CHECK_SCRIPT, Verdict
+from gatehouse.service import build_service
 from gatehouse.settings import load_settings
 from tests.unit.conftest import BASE
 
@@ -132,7 +134,7 @@ def test_every_layer_of_the_edge_is_served_as_asgi3_on_its_own():
     layer returning its inner app's awaitable from a plain function would save a frame
     per request and break the moment it is served outermost (the profile serves each)."""
     settings = load_settings(**{**BASE, "https_redirect": True})
-    layer: Any = build(settings)
+    layer: Any = build_service(settings)
     seen = []
     while hasattr(layer, "app"):
         config = uvicorn.Config(layer, lifespan="off", proxy_headers=False)

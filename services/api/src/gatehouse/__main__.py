@@ -1,28 +1,53 @@
-"""``python -m gatehouse``: serve ``gatehouse.main:app`` with the stack's uvicorn flags.
+"""``python -m gatehouse``: the one way to start the service.
 
-Proxy trust comes from ``FORWARDED_ALLOW_IPS`` (uvicorn's own variable, CIDRs), checked
-here first so that ``*`` or a malformed network stops start-up with one line.
+The chart, the image, ``make run`` and the tests all run this. Settings come from the
+environment (``APP_*``; proxy trust from uvicorn's own ``FORWARDED_ALLOW_IPS``), are
+checked by ``create_app`` before anything listens, and a bad value stops the process
+with exit status 2 and one line naming the variable. ``--host`` and ``--port`` may give
+the listen address instead of ``APP_HOST`` / ``APP_PORT``. ``--reload`` (``skaffold
+dev``) restarts on source changes; each restart builds the app through the same factory.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+from pathlib import Path
 
 import uvicorn
 
+from .middleware.security_headers import security_headers
+from .server_protocol import LimitedHttpToolsProtocol, limited_http_protocol
+from .service import create_app
 from .settings import ConfigError, load_proxy_settings, load_settings
 
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
-def main() -> None:
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m gatehouse", description=__doc__)
+    parser.add_argument("--host", help="listen address (overrides APP_HOST)")
+    parser.add_argument("--port", help="listen port (overrides APP_PORT)")
+    parser.add_argument(
+        "--reload", action="store_true", help="restart when a source file changes (development)"
+    )
+    arguments = parser.parse_args(argv)
+    # The listen address is the one setting a command line may give: it is where the
+    # process runs, not what it does; it is checked as APP_HOST / APP_PORT are.
+    listen = {
+        name: value
+        for name, value in (("host", arguments.host), ("port", arguments.port))
+        if value is not None
+    }
     try:
-        settings = load_settings()
+        settings = load_settings(**listen)
         proxy = load_proxy_settings()
+        # Built before saying anything: a setting valid alone but not for this app (an
+        # unknown route template, an untrusted Redis certificate) stops start-up here.
+        app = create_app(settings)
     except ConfigError as error:
         print(f"gatehouse: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    # Build the app before saying anything: a setting that is valid alone but not for
-    # this app (an unknown route template) still stops start-up with one line.
-    from .main import app
 
     print(
         f"gatehouse: serving on http://{settings.host}:{settings.port} "
@@ -32,8 +57,29 @@ def main() -> None:
         file=sys.stderr,
         flush=True,
     )
+    # The request head's limits, and the security headers on what the server answers
+    # itself. The reloader pickles its configuration into a fresh process for each change
+    # (and imports the factory there): a class made here cannot travel, so --reload
+    # serves with the module's class, whose limits are the defaults.
+    protocol = (
+        LimitedHttpToolsProtocol
+        if arguments.reload
+        else limited_http_protocol(
+            max_header_bytes=settings.max_header_bytes,
+            header_timeout=settings.header_timeout,
+            extra_headers=security_headers(settings.referrer_policy),
+            on_refused=lambda reason: app.metrics.request_refusals.labels(reason).inc(),
+        )
+    )
     uvicorn.run(
-        app,
+        "gatehouse.service:create_app" if arguments.reload else app,
+        factory=arguments.reload,
+        reload=arguments.reload,
+        reload_dirs=[str(SOURCE_ROOT)] if arguments.reload else None,
+        http=protocol,
+        # No websocket route: an Upgrade reaches the app as plain HTTP and is answered
+        # through the edge, with its headers (server_protocol says what ws would lose).
+        ws="none",
         host=settings.host,
         port=settings.port,
         proxy_headers=True,

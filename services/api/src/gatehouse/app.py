@@ -1,27 +1,57 @@
-"""The FastAPI application: routes and their declared limits. The edge is in ``edge``."""
+"""The FastAPI application: routes and their declared limits. The edge is in ``edge``.
+
+The app knows nothing of the rate-limit store or the edge: readiness and shutdown come
+in as callables, and it describes itself to the edge (``Api``): which routes are for
+infrastructure, where the docs are, which limits follow a setting.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, field_validator
 from slowapi import Limiter
 
 from .metrics import Metrics
 from .ratelimit.declarations import DeclaringLimiter
-from .ratelimit.failover import FailoverStore
 from .ratelimit.keys import request_key
 from .settings import Settings
 
 MAX_ITEMS = 1000  # a demo store: bounded, so no client can grow the process
+SEARCH_PATH = "/search"
+# Routes the kubelet and Prometheus call by pod IP: the edge exempts them from the Host
+# allowlist and the https redirect.
+INFRASTRUCTURE_TAG = "infrastructure"
+
+# (ready, body): what /readyz answers; the service decides from its storage's state.
+Readiness = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
+Job = Callable[[], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class Api:
+    """The FastAPI app and what the edge must know of it."""
+
+    app: FastAPI
+    limiter: Limiter
+    infrastructure_paths: tuple[str, ...]
+    docs_paths: tuple[str, ...]
+
+    @staticmethod
+    def setting_limits(settings: Settings) -> dict[str, str]:
+        """Route limits that come from settings (reloadable), over the code's declarations."""
+        # The search limit is a setting of its own; its declaration below is its default.
+        return {SEARCH_PATH: settings.rate_limit_search, **settings.rate_limit_routes}
 
 
 class ItemIn(BaseModel):
@@ -49,15 +79,18 @@ def create_limiter(settings: Settings) -> DeclaringLimiter:
     return DeclaringLimiter(key_func=request_key, default_limit=settings.rate_limit_default)
 
 
-def create_app(
+def create_api(
     settings: Settings,
-    store: FailoverStore,
     metrics: Metrics,
-    background: list[Callable[[], Coroutine[Any, Any, None]]] | None = None,
-) -> tuple[FastAPI, Limiter]:
-    """The routes. ``background`` coroutines run for the app's lifetime (config watchers)."""
+    readiness: Readiness,
+    background: list[Job] | None = None,
+    on_shutdown: list[Job] | None = None,
+) -> Api:
+    """The routes. ``background`` jobs run for the app's lifetime (config watchers);
+    ``on_shutdown`` jobs run once after they stop (closing the Redis connection)."""
     limiter = create_limiter(settings)
     jobs = background if background is not None else []
+    closers = on_shutdown if on_shutdown is not None else []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -66,8 +99,8 @@ def create_app(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if store.primary is not None:
-            await store.primary.close()
+        for close in closers:
+            await close()
 
     app = FastAPI(
         title="Gatehouse API",
@@ -114,7 +147,7 @@ def create_app(
             media_type="application/problem+json",
         )
 
-    @app.get("/search")
+    @app.get(SEARCH_PATH)
     @limiter.limit(settings.rate_limit_search)
     async def search(
         request: Request, q: Annotated[str, Query(min_length=1, max_length=200)]
@@ -151,33 +184,20 @@ def create_app(
 
     # Declared after the API routes: the router tries routes in order, and the API's
     # take thousands of requests for each probe or scrape.
-    @app.get("/healthz")
+    @app.get("/healthz", tags=[INFRASTRUCTURE_TAG])
     @limiter.exempt
     async def healthz(request: Request) -> dict[str, str]:
         """Liveness: the process answers. Touches nothing else, Redis least of all."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
+    @app.get("/readyz", tags=[INFRASTRUCTURE_TAG])
     @limiter.exempt
     async def readyz(request: Request) -> JSONResponse:
-        """Readiness, with the rate-limit storage's state.
-
-        Mode ``open`` serves through a Redis outage, so the pod stays ready; mode
-        ``closed`` refuses limited requests then, so it reports not ready.
-        """
-        if store.primary is None:
-            return JSONResponse({"status": "ready", "redis": "disabled", "rate_limit": "memory"})
-        redis_ok = await store.primary.ping()
-        ready = redis_ok or store.mode == "open"
-        body = {
-            "status": "ready" if ready else "unavailable",
-            "redis": "ok" if redis_ok else "unavailable",
-            "rate_limit": "shared" if store.shared else "fallback",
-            "failure_mode": store.mode,
-        }
+        """Readiness, with the rate-limit storage's state (``readiness`` decides)."""
+        ready, body = await readiness()
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, tags=[INFRASTRUCTURE_TAG])
     @limiter.exempt
     async def prometheus_metrics(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -199,4 +219,14 @@ def create_app(
         async def failing_route(request: Request) -> None:
             raise RuntimeError("deliberate failure for tests (APP_TEST_ROUTES_ENABLED)")
 
-    return app, limiter
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    return Api(
+        app=app,
+        limiter=limiter,
+        infrastructure_paths=tuple(
+            route.path
+            for route in app.routes
+            if isinstance(route, APIRoute) and INFRASTRUCTURE_TAG in route.tags
+        ),
+        docs_paths=tuple(path for path in docs if path) if settings.docs_enabled else (),
+    )

@@ -1,19 +1,22 @@
 """Settings applied from the mounted ConfigMap while the service runs.
 
 The chart mounts the namespace's ConfigMap as a directory (one file per key) and points
-``APP_ALLOWED_ORIGINS_FILE`` at one of them. The keys in ``RELOADABLE_KEYS`` are read
-from that directory: the allowlist, and the rate-limit and cross-site policy. Other
-settings (Redis, hosts, ports) need a restart, which the chart's checksum triggers.
+``APP_ALLOWED_ORIGINS_FILE`` at one of them. The allowlist is read from that file,
+whatever its name; the keys in ``POLICY_KEYS`` (the rate-limit and cross-site policy)
+from files of those names beside it. Other settings (Redis, hosts, ports) need a
+restart, which the chart's checksum triggers.
 
 The kubelet updates a mounted ConfigMap by writing a new timestamped directory and
 swapping the ``..data`` symlink to it; each key's path is a symlink through ``..data``.
 A watch on a file itself (inotify) would keep watching the old inode and miss the swap,
-so this polls: every ``interval`` seconds it reads the keys (following the links) and,
-when any changed, validates them all together with the running settings. A valid set
-applies at once, between two requests; an invalid one is not applied: the last good
-settings stay, one error line is logged, and
-``gatehouse_config_reloads_total{result="rejected"}`` counts it. A ``subPath`` mount never
-updates; the chart mounts the whole ConfigMap.
+so this polls: every ``interval`` seconds it reads the files (following the links).
+When any changed, it reads them again ``settle`` seconds later and goes on only if
+nothing moved meanwhile: a file written in place by hand is seen whole or not at all.
+Then it validates them all together with the running settings, and the edge builds a
+new ``EdgePolicy`` from the result. A valid set applies at once, between two requests;
+an invalid one (an empty allowlist among them) is not applied: the last good settings
+stay, one error line is logged, and ``gatehouse_config_reloads_total{result="rejected"}``
+counts it. A ``subPath`` mount never updates; the chart mounts the whole ConfigMap.
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .settings import Settings, one_line
+from .settings import Settings, one_line, parse_origins
 
-RELOADABLE_KEYS = (
-    "APP_ALLOWED_ORIGINS",
+ORIGINS_KEY = "APP_ALLOWED_ORIGINS"
+POLICY_KEYS = (
     "APP_RATE_LIMIT_DEFAULT",
     "APP_RATE_LIMIT_SEARCH",
     "APP_RATE_LIMIT_MODE",
@@ -52,12 +55,16 @@ class ConfigWatcher:
         *,
         logger: logging.Logger,
         count: CountResult = lambda result: None,
+        settle: float = 0.2,
     ) -> None:
-        assert settings.allowed_origins_file is not None
+        if settings.allowed_origins_file is None:
+            raise ValueError("a ConfigWatcher needs APP_ALLOWED_ORIGINS_FILE")
         self.settings = settings
-        self.directory = Path(settings.allowed_origins_file).parent
+        self.origins_file = Path(settings.allowed_origins_file)
+        self.directory = self.origins_file.parent
         self.apply = apply
         self.interval = settings.config_reload_interval
+        self.settle = settle
         self.logger = logger
         self.count = count
         self.last_seen: dict[str, bytes] | None = None
@@ -70,18 +77,23 @@ class ConfigWatcher:
             await self.check()
 
     def _read(self) -> dict[str, bytes]:
+        paths = {ORIGINS_KEY: self.origins_file}
+        paths.update((key, self.directory / key) for key in POLICY_KEYS)
         found = {}
-        for key in RELOADABLE_KEYS:
+        for key, path in paths.items():
             try:
-                found[key] = (self.directory / key).read_bytes()
+                found[key] = path.read_bytes()
             except OSError:
                 continue  # absent, or missing for a moment mid-swap
         return found
 
     async def check(self) -> None:
         seen = await asyncio.to_thread(self._read)
-        if seen == self.last_seen or "APP_ALLOWED_ORIGINS" not in seen:
+        if seen == self.last_seen or ORIGINS_KEY not in seen:
             return
+        await asyncio.sleep(self.settle)
+        if await asyncio.to_thread(self._read) != seen:
+            return  # still being written: look again at the next poll
         changed = sorted(key for key in seen if (self.last_seen or {}).get(key) != seen[key])
         self.last_seen = seen
         try:
@@ -101,8 +113,18 @@ class ConfigWatcher:
 
     def _validate(self, seen: dict[str, bytes]) -> Settings:
         values: dict[str, Any] = self.settings.model_dump()
-        for key, data in seen.items():
-            text = data.decode("utf-8").strip()
+        try:
+            # The wildcard is checked against credentials by the model, below.
+            values["allowed_origins"] = parse_origins(
+                seen[ORIGINS_KEY].decode("utf-8"), allow_credentials=False
+            )
+        except ValueError as error:  # UnicodeDecodeError too
+            raise ValueError(f"APP_ALLOWED_ORIGINS_FILE: {error}") from None
+        values["allowed_origins_file"] = None  # read once, above: the model must not again
+        for key in POLICY_KEYS:
+            if key not in seen:
+                continue
+            text = seen[key].decode("utf-8").strip()
             field = key.removeprefix("APP_").lower()
             if field == "rate_limit_routes":
                 try:
@@ -113,5 +135,5 @@ class ConfigWatcher:
                     ) from None
             else:
                 values[field] = text
-        # The origins come from APP_ALLOWED_ORIGINS_FILE itself (read again by the model).
-        return Settings.model_validate(values)
+        candidate = Settings.model_validate(values)
+        return candidate.model_copy(update={"allowed_origins_file": str(self.origins_file)})

@@ -25,8 +25,8 @@ class HotPathStats:
     """The per-request metrics, kept as plain integers and exported at scrape time.
 
     prometheus-client's labelled Counter and Histogram take a lock per increment and
-    walk the buckets in Python: three of them per request measured about 5 us, a tenth
-    of the edge. All of this runs on the one event loop (the scrape too), so plain
+    walk the buckets in Python: three of them per request cost a tenth of the edge
+    (``make bench-profile``, bench/results/profile.md). All of this runs on the one event loop (the scrape too), so plain
     dictionaries are exact and need no lock.
     """
 
@@ -111,6 +111,14 @@ class Metrics:
             "gatehouse_cross_site_requests",
             "Unsafe requests from a page on another site, by action (refused, shadowed).",
             ("action",),
+            registry=self.registry,
+        )
+        self.request_refusals = Counter(
+            "gatehouse_request_refusals",
+            "Requests refused for their size or pace, by reason (too_large, timeout, "
+            "bad_length: the body; header_too_large, header_timeout, idle, bad_request: "
+            "the head, refused by the server before the app).",
+            ("reason",),
             registry=self.registry,
         )
         self.config_reloads = Counter(

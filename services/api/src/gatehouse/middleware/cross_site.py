@@ -26,13 +26,15 @@ class CrossSiteRequestMiddleware:
     (the API's own pages, such as /docs) passes, and so does a request with neither
     header: servers, curl and the cluster probes are not browsers.
 
-    ``policy``: ``refuse``, ``shadow`` (count and log only) or ``off``.
+    ``policy``: ``refuse``, ``shadow`` (count and log only) or ``off``. With
+    ``allow_all_origins`` (the allowlist is ``*``) every ``Origin`` is allowed.
     """
 
     def __init__(
         self,
         app: ASGIApp,
         allowed_origins: Collection[str],
+        allow_all_origins: bool = False,
         policy: str = "refuse",
         on_cross_site: CrossSiteObserver | None = None,
         logger: logging.Logger | None = None,
@@ -41,12 +43,10 @@ class CrossSiteRequestMiddleware:
             raise ValueError(f"unknown cross-site policy {policy!r}")
         self.app = app
         self.allowed_origins = frozenset(origin.encode("latin-1") for origin in allowed_origins)
+        self.allow_all_origins = allow_all_origins
         self.policy = policy
         self.on_cross_site = on_cross_site or (lambda action: None)
         self.logger = logger or logging.getLogger("gatehouse.cross_site")
-
-    def replace_origins(self, origins: Collection[str]) -> None:
-        self.allowed_origins = frozenset(origin.encode("latin-1") for origin in origins)
 
     def is_cross_site(self, scope: Scope) -> bool:
         origin: bytes | None = None
@@ -59,7 +59,7 @@ class CrossSiteRequestMiddleware:
         if fetch_site == b"same-origin":
             return False
         if origin is not None:
-            return origin not in self.allowed_origins
+            return not self.allow_all_origins and origin not in self.allowed_origins
         return fetch_site == b"cross-site"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

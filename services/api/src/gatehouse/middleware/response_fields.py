@@ -1,9 +1,9 @@
 """Header fields inner layers add to a response, written by one layer instead of each.
 
 A layer that adds a field by wrapping ``send`` pays for a closure, a coroutine per
-ASGI message and another copy of the header list, on every request: measured at
-7,000 instructions a layer, against 2,200 for one that only passes the request on
-(``make bench-profile``, the scaffolding rows). In Gatehouse's edge
+ASGI message and another copy of the header list, on every request: about three
+times what a layer that only passes the request on costs (``make bench-profile``,
+the scaffolding rows of bench/results/profile.md). In Gatehouse's edge
 ``RequestContextMiddleware``, which wraps ``send`` anyway to see the status, opens
 one list per request under ``RESPONSE_FIELDS``; the layers inside it extend the
 list and it is written once when the response starts, whichever layer answers.

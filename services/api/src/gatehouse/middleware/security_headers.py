@@ -34,6 +34,26 @@ def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     ]
 
 
+def security_headers(
+    referrer_policy: str = "no-referrer", csp: str = API_CONTENT_SECURITY_POLICY
+) -> list[tuple[bytes, bytes]]:
+    """The fields every response carries, HSTS aside; also what the server itself adds to
+    the responses it writes (``server_protocol``), so they are the same set."""
+    return _encode(
+        {
+            "X-Content-Type-Options": "nosniff",
+            "X-Frame-Options": "DENY",
+            "Referrer-Policy": referrer_policy,
+            "Cross-Origin-Opener-Policy": "same-origin",
+            "Cross-Origin-Resource-Policy": "same-origin",
+            "Permissions-Policy": PERMISSIONS_POLICY,
+            "X-Permitted-Cross-Domain-Policies": "none",
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": csp,
+        }
+    )
+
+
 class SecurityHeadersMiddleware:
     """Adds the security headers to every HTTP response, errors and preflights included.
 
@@ -51,22 +71,8 @@ class SecurityHeadersMiddleware:
         docs_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
-        common = {
-            "X-Content-Type-Options": "nosniff",
-            "X-Frame-Options": "DENY",
-            "Referrer-Policy": referrer_policy,
-            "Cross-Origin-Opener-Policy": "same-origin",
-            "Cross-Origin-Resource-Policy": "same-origin",
-            "Permissions-Policy": PERMISSIONS_POLICY,
-            "X-Permitted-Cross-Domain-Policies": "none",
-            "Cache-Control": "no-store",
-        }
-        self.api_headers = _encode(
-            {**common, "Content-Security-Policy": API_CONTENT_SECURITY_POLICY}
-        )
-        self.docs_headers = _encode(
-            {**common, "Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY}
-        )
+        self.api_headers = security_headers(referrer_policy)
+        self.docs_headers = security_headers(referrer_policy, DOCS_CONTENT_SECURITY_POLICY)
         self.hsts_header = (
             b"strict-transport-security",
             f"max-age={hsts_max_age}; includeSubDomains".encode("latin-1"),

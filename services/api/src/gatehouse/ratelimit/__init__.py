@@ -3,7 +3,10 @@
 - ``declarations``: the slowapi ``Limiter`` routes declare with, its wrapper left out.
 - ``policy``: rate strings and slowapi declarations turned into per-route policies.
 - ``keys``: who is counted (client IP, IPv6 by /64, or a hash of the credential).
-- ``storage``: the counters: one Redis script call per check, or process memory.
+- ``script``: the check, one Lua script for every window of a limit; its Verdict.
+- ``redis_store``: the script run on the shared Redis (pipelined, or redis-py).
+- ``pipeline``: the pipelined Redis connection the hot path runs it on.
+- ``memory``: the same windows in process memory (no Redis, or Redis down).
 - ``failover``: what happens when Redis fails (mode ``open`` or ``closed``).
 - ``middleware``: the ASGI layer that checks, answers 429 and writes the headers.
 """

@@ -19,8 +19,8 @@ class DeclaringLimiter(Limiter):
     parameter. Only the function they return differs: the route itself. The edge
     (``RateLimitMiddleware``) enforces the declarations, so the limiter is always
     disabled (its own check calls Redis synchronously on the event loop), and
-    slowapi's wrapper would only pass each call on: one more coroutine per request,
-    3,600 instructions of a request's 680,000 (``make bench-profile``).
+    slowapi's wrapper would only pass each call on: one more coroutine per request
+    (its cost: ``make bench-profile``, bench/results/profile.md).
     """
 
     def __init__(self, key_func: Callable[..., str], default_limit: str) -> None:

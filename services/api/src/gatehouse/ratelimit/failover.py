@@ -6,8 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 from .errors import StorageError
+from .memory import MemoryWindowStore
 from .policy import RoutePolicy
-from .storage import MemoryWindowStore, RedisWindowStore, Verdict
+from .redis_store import RedisWindowStore
+from .script import Verdict
 
 FailureMode = Literal["open", "closed"]
 
@@ -30,6 +32,9 @@ class FailoverStore:
     After a failure, Redis is not asked again for ``retry_interval`` seconds (no
     request waits on a dead server's timeout meanwhile); then one request tries it,
     and on success everything is back on the shared count.
+
+    ``clock`` (monotonic) times the retries; ``window_clock`` (the wall clock) is the
+    fallback's, which its windows align to. Tests pass their own to step time.
     """
 
     def __init__(
@@ -42,9 +47,10 @@ class FailoverStore:
         on_error: Callable[[], None] = lambda: None,
         on_fallback: Callable[[bool], None] = lambda active: None,
         clock: Callable[[], float] = time.monotonic,
+        window_clock: Callable[[], float] = time.time,
     ) -> None:
         self.primary = primary
-        self.fallback = MemoryWindowStore()
+        self.fallback = MemoryWindowStore(window_clock)
         self.mode = mode
         self.replicas = replicas
         self.retry_interval = retry_interval

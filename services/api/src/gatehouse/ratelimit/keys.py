@@ -16,7 +16,10 @@ def client_key(scope: Scope) -> str:
     so users behind one NAT do not share a budget and the secret never reaches Redis.
     Otherwise the client IP, as uvicorn's proxy-headers middleware resolved it from
     trusted proxies only. An IPv6 client is counted by its /64, the smallest block a
-    site is usually given, so rotating addresses inside it buys nothing.
+    site is usually given, so rotating addresses inside it buys nothing. An
+    IPv4-mapped address (``::ffff:192.0.2.7``, what a dual-stack socket reports for an
+    IPv4 peer) is the IPv4 client it carries: one key for both forms, not one ``::/64``
+    for every IPv4 client.
 
     Known weak spot: a credential is counted before anything verifies it, so a client
     inventing tokens gets a budget per token. Routes that take credentials must reject
@@ -29,9 +32,13 @@ def client_key(scope: Scope) -> str:
     host: str = client[0] if client else "unknown"
     if ":" in host:
         try:
-            return "net:" + str(ipaddress.IPv6Network((host.split("%", 1)[0], 64), strict=False))
+            address = ipaddress.IPv6Address(host.split("%", 1)[0])
         except ValueError:
             return "host:" + host[:64]
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return "ip:" + str(mapped)
+        return "net:" + str(ipaddress.IPv6Network((address, 64), strict=False))
     return "ip:" + host
 
 

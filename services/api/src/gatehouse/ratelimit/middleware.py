@@ -14,7 +14,7 @@ from ..middleware.response_fields import add_response_fields
 from .failover import FailoverStore, LimitUnavailable
 from .keys import client_key
 from .policy import RoutePolicy, RouteTable
-from .storage import Verdict
+from .script import Verdict
 
 # Names the browser may read; the CORS layer exposes them (Access-Control-Expose-Headers).
 RATE_LIMIT_HEADERS = (
@@ -55,6 +55,9 @@ class ExemptNetworks:
             except ValueError:
                 verdict = False
             else:
+                # A mapped IPv6 address is matched as the IPv4 client it carries.
+                if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+                    address = address.ipv4_mapped
                 verdict = any(address in network for network in self.networks)
             if len(self.verdicts) < MAX_EXEMPT_CACHE:
                 self.verdicts[host] = verdict
@@ -130,10 +133,6 @@ class RateLimitMiddleware:
         self.key_head = key_prefix + ":{"
         self.on_decision = on_decision or (lambda route, decision: None)
         self.logger = logger or logging.getLogger("gatehouse.ratelimit")
-
-    def replace_policy(self, table: RouteTable, exempt: ExemptNetworks) -> None:
-        """A reloaded policy: both swapped between two requests, never half."""
-        self.table, self.exempt = table, exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

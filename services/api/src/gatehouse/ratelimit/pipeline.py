@@ -1,15 +1,16 @@
 """A lean Redis connection for the hot path: one socket, commands pipelined per loop tick.
 
-Every rate-limit check is one EVALSHA. Checks started in the same event-loop tick are
-written to the socket together (one write, one read), and replies come back in
-order, so each check still gets its own, exact reply. One timer per connection (not
-one per call) enforces the timeout: when the oldest pending reply is late, the
-connection is dropped and every waiting check fails at once, so nothing waits longer
-than the timeout and the failure mode takes over.
+Commands submitted in the same event-loop tick are written to the socket together
+(one write, one read), and replies come back in order, so each command still gets
+its own, exact reply. One timer per connection (not one per call) enforces the
+timeout: when the oldest pending reply is late, the connection is dropped and every
+waiting command fails at once, so nothing waits longer than the timeout and the
+caller's failure handling takes over.
 
-``submit`` returns the reply's future, not a coroutine: a check awaits it directly,
-with no coroutine frames in between to create and resume. A script Redis does not
-know (NOSCRIPT: restarted, flushed) is sent again as EVAL by the connection itself.
+``submit`` returns the reply's future, not a coroutine: a caller awaits it directly,
+with no coroutine frames in between to create and resume. An error reply fails its
+future with RedisReplyError, unless the connection's ``on_error_reply`` returns a
+command to send in its place: that command's reply then settles the same future.
 
 Used for ``redis://`` and ``rediss://``; Sentinel and Cluster go through redis-py.
 """
@@ -17,11 +18,10 @@ Used for ``redis://`` and ``rediss://``; Sentinel and Cluster go through redis-p
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -29,7 +29,9 @@ import hiredis
 
 from .errors import StorageError
 
-EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n"
+# (the command as sent, Redis's error reply) -> a command to send in its place, for the
+# same reply future, or None: the future fails with the error.
+ErrorReplyHandler = Callable[[bytes, Exception], bytes | None]
 
 
 class RedisUnavailable(StorageError):
@@ -37,7 +39,7 @@ class RedisUnavailable(StorageError):
 
 
 class RedisReplyError(StorageError):
-    """Redis answered with an error (a script error, OOM, NOAUTH ...)."""
+    """Redis answered with an error (WRONGTYPE, OOM, NOAUTH ...)."""
 
 
 def bulk_string(data: bytes) -> bytes:
@@ -73,7 +75,8 @@ class _Protocol(asyncio.Protocol):
             if future.done():
                 continue
             if isinstance(reply, hiredis.ReplyError):
-                retry = connection.eval_instead(command, reply)
+                handler = connection.on_error_reply
+                retry = None if handler is None else handler(command, reply)
                 if retry is not None:
                     connection.resend(future, retry)
                 else:
@@ -98,6 +101,7 @@ class PipelinedRedis:
         db: int = 0,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 0.25,
+        on_error_reply: ErrorReplyHandler | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -109,12 +113,12 @@ class PipelinedRedis:
         self.transport: asyncio.Transport | None = None
         self.connecting: asyncio.Task[None] | None = None
         # (reply's future, deadline, the command as sent): the command is kept (a
-        # reference, not a copy) so an EVALSHA can go again as EVAL.
+        # reference, not a copy) for ``on_error_reply``.
         self.pending: deque[tuple[asyncio.Future[Any], float, bytes]] = deque()
         self.outbox: list[bytes] = []
         self.flush_scheduled = False
         self.watchdog: asyncio.TimerHandle | None = None
-        self.scripts: dict[bytes, bytes] = {}  # sha1 hex -> source, for NOSCRIPT
+        self.on_error_reply = on_error_reply
 
     @classmethod
     def from_url(
@@ -167,28 +171,6 @@ class PipelinedRedis:
             loop.call_soon(self._flush)
         if self.watchdog is None:
             self.watchdog = loop.call_later(self.timeout, self._check_deadlines)
-
-    def register_script(self, sha: bytes, source: bytes) -> None:
-        self.scripts[sha] = source
-
-    def eval_instead(self, command: bytes, reply: Exception) -> bytes | None:
-        """The EVAL to send when Redis did not know the script an EVALSHA named."""
-        if not str(reply).startswith("NOSCRIPT"):
-            return None
-        head = command.find(EVALSHA_HEAD)
-        if head < 0:
-            return None
-        start = head + len(EVALSHA_HEAD)
-        source = self.scripts.get(command[start : start + 40])
-        if source is None:
-            return None
-        # *N\r\n$7\r\nEVALSHA\r\n$40\r\n<sha>\r\n<the rest>: same N, same rest.
-        return b"%s$4\r\nEVAL\r\n$%d\r\n%s%s" % (
-            command[:head],
-            len(source),
-            source,
-            command[start + 40 :],
-        )
 
     def resend(self, future: asyncio.Future[Any], command: bytes) -> None:
         """Send ``command`` for a future whose first command failed; its reply settles it."""
@@ -278,42 +260,3 @@ class PipelinedRedis:
             self.connecting = None
         self.drop(RedisUnavailable("closed"))
         await asyncio.sleep(0)  # the transport closes its socket on the next loop turn
-
-
-class PipelinedScript:
-    """A Lua script run by EVALSHA; the connection sends EVAL when Redis answers NOSCRIPT."""
-
-    MAX_TEMPLATES = 256  # distinct argument lists: one per limit policy, reloads included
-
-    def __init__(self, connection: PipelinedRedis, source: str) -> None:
-        self.connection = connection
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-        connection.register_script(self.sha.encode(), source.encode())
-        self.evalsha_head = EVALSHA_HEAD + b"%s\r\n" % self.sha.encode()
-        # (key count, args) -> the command before its keys and after them. A policy's
-        # arguments never change, so a check only encodes its keys: bytes formatting is
-        # the costly part of a command (measured: 17,000 instructions to encode one
-        # check part by part, 3,000 with the ends reused).
-        self.templates: dict[tuple[int, tuple[int, ...]], tuple[bytes, bytes]] = {}
-
-    def __call__(self, keys: Sequence[str], args: Sequence[int]) -> asyncio.Future[Any]:
-        template_key = (len(keys), tuple(args))
-        template = self.templates.get(template_key)
-        if template is None:
-            template = self._template(len(keys), args)
-            if len(self.templates) < self.MAX_TEMPLATES:
-                self.templates[template_key] = template
-        head, tail = template
-        if len(keys) == 1:
-            key = keys[0].encode()
-            return self.connection.submit(b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail))
-        encoded = [bulk_string(key.encode()) for key in keys]
-        return self.connection.submit(b"".join((head, *encoded, tail)))
-
-    def _template(self, key_count: int, args: Sequence[int]) -> tuple[bytes, bytes]:
-        head = b"*%d\r\n%s%s" % (
-            3 + key_count + len(args),
-            self.evalsha_head,
-            bulk_string(b"%d" % key_count),
-        )
-        return head, b"".join(bulk_string(b"%d" % arg) for arg in args)

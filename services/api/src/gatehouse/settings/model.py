@@ -1,130 +1,30 @@
-"""Gatehouse's configuration: one validated object, read once from the environment.
+"""The settings model: every ``APP_*`` variable, its default and its check.
 
-Every variable carries the ``APP_`` prefix. A bad value stops start-up with one line
-that names the variable and the value (see ``load_settings``).
+The grammar of each kind of value lives in ``values.py``; this module says which
+variable holds which kind, and the checks that span several variables.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Literal
 
-from limits import parse_many
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_PORTS = {"http": 80, "https": 443}
-# What a browser puts in an Origin: an ASCII host name (IDNs arrive as punycode), an
-# IPv4 address, or an IPv6 literal in brackets.
-_HOST_NAME = re.compile(
-    r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+from .values import (
+    HOST_NAME,
+    TOKEN,
+    normalise_origins,
+    parse_networks,
+    parse_origins,
+    parse_redis_url,
+    parse_trusted_proxies,
+    split_list,
+    validate_rate,
 )
-# An HTTP token (RFC 9110, 5.6.2): what a header name may be.
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-REDIS_SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot be used; the message is one line."""
-
-
-def _split_list(value: Any) -> Any:
-    """Accept a comma-separated string or a JSON list (``["a", "b"]``)."""
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if text.startswith("["):
-        try:
-            parsed = json.loads(text)
-        except RecursionError:
-            raise ValueError("the JSON list is nested too deeply") from None
-        if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
-            raise ValueError("expected a JSON list of strings")
-        return [item.strip() for item in parsed if item.strip()]
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def normalise_origin(raw: str) -> str:
-    """Return the serialised origin a browser sends, or raise ValueError.
-
-    An origin is scheme://host[:port] with nothing after it: no path (not even "/"),
-    query, fragment or credentials. Scheme and host are lower-cased and a default
-    port is dropped, so the allowlist compares equal to the Origin header.
-    """
-    if raw == "*":
-        return raw
-    if raw.lower() == "null":
-        raise ValueError(
-            "'null' is not an allowable origin (sandboxed frames and file: pages send it)"
-        )
-    if "://" not in raw:
-        raise ValueError(f"origin {raw!r} has no scheme (write https://{raw})")
-    parts = urlsplit(raw)
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS:
-        raise ValueError(f"origin {raw!r} must use http or https")
-    if parts.path or parts.query or parts.fragment or raw.endswith(("?", "#")):
-        raise ValueError(f"origin {raw!r} must not have a path, query or trailing slash")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError(f"origin {raw!r} must not carry credentials")
-    try:
-        port = parts.port
-    except ValueError as error:
-        raise ValueError(f"origin {raw!r} has an invalid port") from error
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets in an origin
-        try:
-            host = f"[{ipaddress.IPv6Address(host).compressed}]"
-        except ValueError:
-            raise ValueError(f"origin {raw!r} has no valid host") from None
-    elif not _HOST_NAME.fullmatch(host) or len(host) > 253:
-        raise ValueError(
-            f"origin {raw!r} has no valid host (an ASCII name, IDNs as punycode, or an IP)"
-        )
-    if port is None or port == DEFAULT_PORTS[scheme]:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def parse_origins(text: str, allow_credentials: bool = True) -> list[str]:
-    """An allowlist as APP_ALLOWED_ORIGINS holds it (comma-separated or a JSON list)."""
-    try:
-        raw = _split_list(text)
-    except ValueError as error:
-        raise ValueError(f"not a list of origins: {error}") from None
-    origins = list(dict.fromkeys(normalise_origin(origin) for origin in raw))
-    if "*" in origins and allow_credentials:
-        raise ValueError("'*' cannot be combined with credentials")
-    return origins
-
-
-def parse_networks(values: list[str]) -> list[str]:
-    """Validate CIDRs (or single addresses); return them in canonical form."""
-    networks = []
-    for value in values:
-        try:
-            network = ipaddress.ip_network(value, strict=False)
-        except ValueError as error:
-            raise ValueError(f"{value!r} is not an IP network in CIDR form") from error
-        if network.prefixlen == 0:
-            raise ValueError(f"{value!r} covers every address; give specific networks")
-        networks.append(str(network))
-    return networks
-
-
-def validate_rate(value: str) -> str:
-    """A limits rate string such as ``10/minute`` or ``10/second;100/minute``."""
-    try:
-        items = parse_many(value)
-    except ValueError as error:
-        raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')") from error
-    if not items or any(item.amount < 1 or item.get_expiry() < 1 for item in items):
-        raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')")
-    return value
 
 
 class Settings(BaseSettings):
@@ -184,6 +84,17 @@ class Settings(BaseSettings):
     # Seconds between attempts to return to Redis after it failed.
     redis_retry_interval: float = Field(default=1.0, gt=0, le=60)
 
+    # Request size and time limits. A production API's choices, each with its reason
+    # in server_protocol.py and middleware/request_body.py: 1 MiB of body (nginx's
+    # default), the whole body within 30 s, 32 KiB of request line and header fields
+    # (nginx's total), the whole head within 10 s of its first byte.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=0, le=1024**3)
+    # Per-route body limits, a JSON object of route template -> bytes.
+    max_body_bytes_routes: dict[str, Annotated[int, Field(ge=0, le=1024**3)]] = {}
+    body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+
     # Process.
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -200,13 +111,13 @@ class Settings(BaseSettings):
         "rate_limit_shadow_routes",
         "rate_limit_exempt_cidrs",
         mode="before",
-    )(_split_list)
+    )(split_list)
 
     @field_validator("allowed_origins")
     @classmethod
     def _normalise_origins(cls, origins: list[str]) -> list[str]:
-        normalised = [normalise_origin(origin) for origin in origins]
-        return list(dict.fromkeys(normalised))
+        # Credentials are another field: the wildcard is checked with them, after.
+        return normalise_origins(origins, allow_credentials=False)
 
     @field_validator("cors_allow_methods")
     @classmethod
@@ -220,7 +131,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_header_names(cls, names: list[str]) -> list[str]:
         for name in names:
-            if not _TOKEN.fullmatch(name):
+            if not TOKEN.fullmatch(name):
                 raise ValueError(f"{name!r} is not a header name")
         return names
 
@@ -236,7 +147,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{host!r}: a wildcard may only start a host ('*.example.com')")
             name = host.lower().removeprefix("*.")
             bracketed = name.startswith("[") and name.endswith("]")
-            if host != "*" and not bracketed and not _HOST_NAME.fullmatch(name):
+            if host != "*" and not bracketed and not HOST_NAME.fullmatch(name):
                 raise ValueError(f"{host!r} is not a host name")
         return [host.lower() for host in hosts]
 
@@ -247,7 +158,7 @@ class Settings(BaseSettings):
             ipaddress.ip_address(host)
         except ValueError:
             if host != "localhost" and (
-                re.fullmatch(r"[\d.]+", host) or not _HOST_NAME.fullmatch(host)
+                re.fullmatch(r"[\d.]+", host) or not HOST_NAME.fullmatch(host)
             ):
                 raise ValueError(f"{host!r} is not an address to listen on") from None
         return host
@@ -273,6 +184,14 @@ class Settings(BaseSettings):
             validate_rate(rate)
         return routes
 
+    @field_validator("max_body_bytes_routes")
+    @classmethod
+    def _check_body_routes(cls, routes: dict[str, int]) -> dict[str, int]:
+        for template in routes:
+            if not template.startswith("/"):
+                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+        return routes
+
     @field_validator("rate_limit_shadow_routes")
     @classmethod
     def _check_templates(cls, templates: list[str]) -> list[str]:
@@ -291,11 +210,7 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme not in REDIS_SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(REDIS_SCHEMES)}")
-        if not urlsplit(value).netloc:
-            raise ValueError("no host")
+        parse_redis_url(value)
         return value
 
     @model_validator(mode="after")
@@ -321,9 +236,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_wildcard_with_credentials(self) -> Settings:
-        if "*" in self.allowed_origins and self.allow_credentials:
-            # A wildcard with credentials would let any site read a logged-in user's data.
-            raise ValueError("APP_ALLOWED_ORIGINS: '*' cannot be combined with credentials")
+        try:
+            normalise_origins(self.allowed_origins, self.allow_credentials)
+        except ValueError as error:
+            raise ValueError(f"APP_ALLOWED_ORIGINS: {error}") from None
         return self
 
 
@@ -336,56 +252,9 @@ class ProxySettings(BaseSettings):
         default=["127.0.0.1"], validation_alias="FORWARDED_ALLOW_IPS"
     )
 
-    _split = field_validator("forwarded_allow_ips", mode="before")(_split_list)
+    _split = field_validator("forwarded_allow_ips", mode="before")(split_list)
 
     @field_validator("forwarded_allow_ips")
     @classmethod
     def _check_networks(cls, values: list[str]) -> list[str]:
-        if "*" in values:
-            raise ValueError("'*' would let any client choose its own IP; give the ingress CIDRs")
-        if not values:
-            raise ValueError("give at least one CIDR (the ingress controller's)")
-        return parse_networks(values)
-
-
-def one_line(error: ValidationError, prefix: str) -> str:
-    first = error.errors()[0]
-    location = first["loc"][0] if first["loc"] else ""
-    name = f"{prefix}{str(location).upper()}" if location else ""
-    message = first["msg"].removeprefix("Value error, ")
-    if not name and message.startswith(f"{prefix}"):
-        name, _, message = message.partition(": ")
-    value = first.get("input")
-    if name in SECRET_VARIABLES:
-        value = _redact(value)
-    shown = f" = {value!r}" if name and not isinstance(value, dict) else ""
-    line = f"invalid configuration: {name or 'settings'}{shown}: {message}"
-    # One line whatever the value held: repr() already escapes most, this the rest.
-    return line.replace("\r", "\\r").replace("\n", "\\n")
-
-
-SECRET_VARIABLES = frozenset({"APP_REDIS_URL", "APP_REDIS_PASSWORD"})
-
-
-def _redact(value: object) -> object:
-    """A Redis URL without its password; any other secret as '***'."""
-    if isinstance(value, str) and "://" in value:
-        return re.sub(r"(://[^/@]*?:)[^/@]*@", r"\1***@", value)
-    return "***" if value else value
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Build the settings from the environment; raise ConfigError with one line."""
-    try:
-        return Settings(**overrides)
-    except ValidationError as error:
-        raise ConfigError(one_line(error, "APP_")) from None
-    except ValueError as error:  # a JSON list that does not parse
-        raise ConfigError(f"invalid configuration: {error}") from None
-
-
-def load_proxy_settings() -> ProxySettings:
-    try:
-        return ProxySettings()
-    except ValidationError as error:
-        raise ConfigError(one_line(error, "")) from None
+        return parse_trusted_proxies(values)
