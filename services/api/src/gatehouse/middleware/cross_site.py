@@ -5,6 +5,8 @@ from collections.abc import Callable, Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .problem import send_problem
+
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REFUSED_BODY = (
     b'{"type":"about:blank","title":"Forbidden","status":403,'
@@ -84,14 +86,4 @@ class CrossSiteRequestMiddleware:
             return
         self.on_cross_site("refused")
         self.logger.info("cross-site request refused", extra={"fields": fields})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", b"%d" % len(REFUSED_BODY)),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": REFUSED_BODY})
+        await send_problem(send, 403, REFUSED_BODY)

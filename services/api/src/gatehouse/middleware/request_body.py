@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .problem import problem_body, send_problem
+
 # 1 MiB, nginx's client_max_body_size default. Gatehouse takes JSON documents of a few
 # hundred bytes; envoy has no default (its buffer filter makes the operator choose),
 # and its per-connection buffer limit is also 1 MiB. A route that takes more says so.
@@ -30,14 +32,10 @@ BodyLimitLookup = Callable[[Scope], int | None]
 RefusalObserver = Callable[[str], None]
 
 
-def _problem(status: int, title: str, detail: str) -> bytes:
-    return (
-        f'{{"type":"about:blank","title":"{title}","status":{status},"detail":"{detail}"}}'
-    ).encode()
-
-
-BAD_LENGTH_BODY = _problem(400, "Bad Request", "invalid Content-Length or Transfer-Encoding")
-TIMEOUT_BODY = _problem(408, "Request Timeout", "the request body did not arrive in time")
+# Every refusal closes the connection: the rest of the body is not read.
+CLOSE = ((b"connection", b"close"),)
+BAD_LENGTH_BODY = problem_body(400, "Bad Request", "invalid Content-Length or Transfer-Encoding")
+TIMEOUT_BODY = problem_body(408, "Request Timeout", "the request body did not arrive in time")
 
 
 class _BodyRefused(Exception):
@@ -251,19 +249,8 @@ class RequestBodyMiddleware:
     async def _refuse(self, send: Send, reason: str, status: int, body: bytes) -> None:
         if self.on_refused is not None:
             self.on_refused(reason)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", b"%d" % len(body)),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, status, body, CLOSE)
 
 
 def _too_large_body(limit: int) -> bytes:
-    return _problem(413, "Content Too Large", f"the request body is limited to {limit} bytes")
+    return problem_body(413, "Content Too Large", f"the request body is limited to {limit} bytes")

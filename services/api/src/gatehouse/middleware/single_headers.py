@@ -4,6 +4,8 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .problem import send_problem
+
 AMBIGUOUS_BODY = (
     b'{"type":"about:blank","title":"Bad Request","status":400,'
     b'"detail":"a header that must appear once appears more than once"}'
@@ -33,21 +35,7 @@ class SingleHeaderMiddleware:
         for name, _value in scope["headers"]:
             if name in names:
                 if name in seen:
-                    await self._refuse(send)
+                    await send_problem(send, 400, AMBIGUOUS_BODY)
                     return
                 seen.add(name)
         await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _refuse(send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", b"%d" % len(AMBIGUOUS_BODY)),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": AMBIGUOUS_BODY})

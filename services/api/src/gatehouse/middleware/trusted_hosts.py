@@ -5,6 +5,8 @@ from collections.abc import Collection
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .problem import send_problem
+
 INVALID_HOST_BODY = (
     b'{"type":"about:blank","title":"Bad Request","status":400,"detail":"invalid host header"}'
 )
@@ -72,14 +74,4 @@ class TrustedHostMiddleware:
         if hosts == 1 and self.is_allowed(raw_host):
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 400,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(INVALID_HOST_BODY)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": INVALID_HOST_BODY})
+        await send_problem(send, 400, INVALID_HOST_BODY)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 from collections.abc import Callable, Collection
@@ -9,6 +8,7 @@ from collections.abc import Callable, Collection
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..middleware.problem import problem_body, send_problem
 from ..middleware.request_context import LIMITED_ROUTE_KEY
 from ..middleware.response_fields import add_response_fields
 from .failover import FailoverStore, LimitUnavailable
@@ -25,7 +25,6 @@ RATE_LIMIT_HEADERS = (
     "RateLimit",
     "Retry-After",
 )
-PROBLEM_JSON = (b"content-type", b"application/problem+json")
 
 # Called per decision: (route template, "allowed" | "denied" | "unavailable" |
 # "shadow_denied", the last for a shadow limit that would have refused).
@@ -66,11 +65,6 @@ class ExemptNetworks:
 
 def _describe(policy: RoutePolicy) -> str:
     return "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
-
-
-def _problem(status: int, title: str, detail: str) -> bytes:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def rate_limit_headers(
@@ -164,10 +158,12 @@ class RateLimitMiddleware:
             if policy.shadow:
                 await self.app(scope, receive, send)
                 return
-            await self._refuse(
+            await send_problem(
                 send,
                 503,
-                _problem(503, "Service Unavailable", "rate limiting is unavailable; retry later"),
+                problem_body(
+                    503, "Service Unavailable", "rate limiting is unavailable; retry later"
+                ),
                 [(b"retry-after", b"%d" % unavailable.retry_after)],
             )
             return
@@ -195,8 +191,8 @@ class RateLimitMiddleware:
         if not verdict.allowed:
             self.on_decision(policy.route, "denied")
             headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
-            body = _problem(429, "Too Many Requests", f"limit {_describe(policy)}")
-            await self._refuse(send, 429, body, headers)
+            body = problem_body(429, "Too Many Requests", f"limit {_describe(policy)}")
+            await send_problem(send, 429, body, headers)
             return
 
         self.on_decision(policy.route, "allowed")
@@ -211,16 +207,3 @@ class RateLimitMiddleware:
             if verdict.counts[index] + policy.cost > window.amount
         ]
         return max(1, *waits) if waits else 1
-
-    @staticmethod
-    async def _refuse(
-        send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [PROBLEM_JSON, (b"content-length", str(len(body)).encode()), *headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})

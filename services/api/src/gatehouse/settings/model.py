@@ -21,6 +21,7 @@ from .values import (
     parse_networks,
     parse_origins,
     parse_redis_url,
+    parse_route_template,
     parse_trusted_proxies,
     split_list,
     validate_rate,
@@ -179,8 +180,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_route_rates(cls, routes: dict[str, str]) -> dict[str, str]:
         for template, rate in routes.items():
-            if not template.startswith("/"):
-                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+            parse_route_template(template)
             validate_rate(rate)
         return routes
 
@@ -188,17 +188,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_body_routes(cls, routes: dict[str, int]) -> dict[str, int]:
         for template in routes:
-            if not template.startswith("/"):
-                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+            parse_route_template(template)
         return routes
 
     @field_validator("rate_limit_shadow_routes")
     @classmethod
     def _check_templates(cls, templates: list[str]) -> list[str]:
-        for template in templates:
-            if not template.startswith("/"):
-                raise ValueError(f"{template!r} is not a route template (it starts with '/')")
-        return templates
+        return [parse_route_template(template) for template in templates]
 
     @field_validator("rate_limit_exempt_cidrs")
     @classmethod

@@ -168,7 +168,15 @@ def parse_trusted_proxies(values: list[str]) -> list[str]:
     return parse_networks(values)
 
 
-# Rates ----------------------------------------------------------------------------
+# Routes and rates -----------------------------------------------------------------
+
+
+def parse_route_template(template: str) -> str:
+    """A route template as the app declares it (``/items/{item_id}``); whether the app has
+    it is checked when the edge's policy is built."""
+    if not template.startswith("/"):
+        raise ValueError(f"{template!r} is not a route template (it starts with '/')")
+    return template
 
 
 def validate_rate(value: str) -> str:
