@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from cluster import build, daemons, images, node
+from cluster import addons, build, daemons, images, node
 from cluster.layout import NODE_NAME, Layout
 
 
@@ -18,6 +18,8 @@ def usage_lines(layout: Layout) -> str:
         f"  export PATH={layout.bin}:$PATH   # kubectl {layout.versions['kubernetes']}, built here\n"
         "  kubectl get nodes\n"
         "  scripts/helm install gatehouse charts/gatehouse -n gatehouse-dev -f k8s/values-dev.yaml -f k8s/values-cluster.yaml\n"
+        f"  ingress: Traefik at {addons.traefik_host_url()} (host), "
+        f"http://traefik.{addons.TRAEFIK_NAMESPACE}.svc (pods)\n"
         f"  logs: {layout.logs}/   stop: make cluster-stop"
     )
 

@@ -49,6 +49,21 @@ def kubernetes_ldflags(version: str) -> tuple[str, ...]:
     return tuple(flags)
 
 
+# What Traefik's release workflow sets (.github/workflows/release.yaml of the v3.7 branch).
+TRAEFIK_CODENAME = "langres"
+
+
+def traefik_ldflags(version: str, released: str) -> tuple[str, ...]:
+    # As Traefik's Makefile and .goreleaser.yml set them; unset, it reports "dev". The build
+    # date is the release's (the module's time on the proxy), so the flags stay the same.
+    package = "github.com/traefik/traefik/v3/pkg/version"
+    return (
+        f"-X {package}.Version={version}",
+        f"-X {package}.Codename={TRAEFIK_CODENAME}",
+        f"-X {package}.BuildDate={released}",
+    )
+
+
 def components(layout: Layout) -> list[Component]:
     versions = layout.versions
     return [
@@ -103,6 +118,15 @@ def components(layout: Layout) -> list[Component]:
                 f"-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version={versions['kube-router']}",
             ),
         ),
+        Component(
+            "traefik",
+            "github.com/traefik/traefik/v3",
+            {"cmd/traefik": "traefik"},
+            ldflags=traefik_ldflags(
+                layout.addon_versions["traefik"],
+                module_time("traefik", "github.com/traefik/traefik/v3"),
+            ),
+        ),
     ]
 
 
@@ -125,6 +149,11 @@ def cache_key(component: Component, go: str) -> str:
     folder = MODULES / component.name
     for name in ("go.mod", "go.sum"):
         digest.update((folder / name).read_bytes())
+    # A module a local replace points at (traefik's ./ext) is part of the build too.
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.relative_to(folder).as_posix() not in ("go.mod", "go.sum"):
+            digest.update(str(path.relative_to(folder)).encode())
+            digest.update(path.read_bytes())
     digest.update(go.encode())
     digest.update(repr(sorted(component.binaries.items())).encode())
     digest.update(" ".join(component.ldflags).encode())
@@ -132,7 +161,7 @@ def cache_key(component: Component, go: str) -> str:
 
 
 def binary_dir(layout: Layout, component: Component, go: str) -> Path:
-    version = layout.versions[component.name]
+    version = layout.version(component.name)
     return layout.cache / "bin" / f"{component.name}-{version}-{cache_key(component, go)}"
 
 
@@ -145,7 +174,7 @@ def build_component(layout: Layout, component: Component, go: str) -> Path:
     out = binary_dir(layout, component, go)
     if (out / ".complete").exists():
         return out
-    version = layout.versions[component.name]
+    version = layout.version(component.name)
     say(f"building {component.name} {version} ({', '.join(component.binaries.values())})")
     started = time.monotonic()
     partial = out.with_name(out.name + ".partial")
@@ -212,6 +241,19 @@ def module_dir(component: str, module: str) -> Path:
         check=True,
     )
     return Path(json.loads(done.stdout)["Dir"])
+
+
+def module_time(component: str, module: str) -> str:
+    """When the pinned version of ``module`` was published (``go list -m``'s Time)."""
+    done = subprocess.run(
+        ["go", "list", "-m", "-json", module],
+        cwd=MODULES / component,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return str(json.loads(done.stdout)["Time"])
 
 
 def build_all(layout: Layout) -> dict[str, Path]:

@@ -29,6 +29,7 @@ from cluster.layout import (
 
 PAUSE_IMAGE = "gatehouse.local/pause"
 COREDNS_IMAGE = "gatehouse.local/coredns"
+TRAEFIK_IMAGE = "gatehouse.local/traefik"
 
 
 def server_url() -> str:

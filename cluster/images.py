@@ -41,7 +41,9 @@ def blob(content: bytes) -> tuple[str, bytes]:
 def oci_archive(reference: str, files: dict[str, Path], config: dict[str, Any]) -> bytes:
     """An OCI image layout, as a tar, holding one image named ``reference``."""
     layer = layer_of(files)
-    compressed = gzip.compress(layer, mtime=0)
+    # The fastest level: the archive only goes through a pipe into containerd, and Traefik's
+    # 180 MB binary takes 2 s at level 1 against 21 s at gzip's default 9, at every `up`.
+    compressed = gzip.compress(layer, compresslevel=1, mtime=0)
     diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
     layer_digest, _ = blob(compressed)
     image_config = {

@@ -104,3 +104,17 @@ class Layout:
                 "kube-router", "github.com/cloudnativelabs/kube-router/v2"
             ),
         }
+
+    @cached_property
+    def addon_versions(self) -> dict[str, str]:
+        """The ingress controller the cluster runs as pods, and the Gateway API CRDs it serves:
+        both pinned by cluster/modules/traefik/go.mod (the CRDs are those of the gateway-api
+        release Traefik is built with)."""
+        return {
+            "traefik": pinned_version("traefik", "github.com/traefik/traefik/v3"),
+            "gateway-api": pinned_version("traefik", "sigs.k8s.io/gateway-api"),
+        }
+
+    def version(self, component: str) -> str:
+        """The pinned version of a node component or an addon."""
+        return {**self.versions, **self.addon_versions}[component]

@@ -9,6 +9,7 @@ import ssl
 import struct
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -231,6 +232,19 @@ def dns_answers(name: str = f"kubernetes.default.svc.{CLUSTER_DOMAIN}") -> str |
     return socket.inet_ntoa(reply[-4:])
 
 
+def traefik_answers() -> bool:
+    """Traefik's own 404 (no route for this Host) on the host's NodePort: it serves."""
+    url = addons.traefik_host_url()
+    request = urllib.request.Request(url, headers={"Host": "nothing.invalid"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=2):  # noqa: S310
+            return False
+    except urllib.error.HTTPError as error:
+        return error.code == 404
+    except OSError:
+        return False
+
+
 def wait_for(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -254,6 +268,35 @@ def pause_reference(layout: Layout) -> str:
 
 def coredns_reference(layout: Layout) -> str:
     return f"{configs.COREDNS_IMAGE}:{layout.versions['coredns']}"
+
+
+def traefik_reference(layout: Layout) -> str:
+    return f"{configs.TRAEFIK_IMAGE}:{layout.version('traefik')}"
+
+
+def apply(layout: Layout, items: list[dict[str, Any]], *flags: str) -> None:
+    kubectl(layout, "apply", *flags, "-f", "-",
+            stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))  # fmt: skip
+
+
+def install_traefik(layout: Layout) -> None:
+    """The Gateway API CRDs of the release Traefik is built with, then Traefik; returns once
+    it serves on its NodePort and has accepted its GatewayClass."""
+    module = build.module_dir("traefik", "sigs.k8s.io/gateway-api")
+    crds = addons.gateway_api_crds(module)
+    # Server-side: the largest CRDs exceed the annotation a client-side apply keeps.
+    apply(layout, crds, "--server-side", "--field-manager=gatehouse-cluster")
+    names = [f"crd/{doc['metadata']['name']}" for doc in crds
+             if doc["kind"] == "CustomResourceDefinition"]  # fmt: skip
+    kubectl(layout, "wait", "--for=condition=Established", "--timeout=60s", *names)
+    apply(layout, addons.traefik(traefik_reference(layout)))
+    kubectl(
+        layout, "-n", addons.TRAEFIK_NAMESPACE, "rollout", "status", "deployment/traefik",
+        "--timeout=180s",
+    )  # fmt: skip
+    wait_for(traefik_answers, 60, f"answer from Traefik at {addons.traefik_host_url()}")
+    kubectl(layout, "wait", "--for=condition=Accepted", "--timeout=60s",
+            f"gatewayclass/{addons.TRAEFIK_CLASS}")  # fmt: skip
 
 
 def up(layout: Layout) -> None:
@@ -285,9 +328,10 @@ def up(layout: Layout) -> None:
                                {"Entrypoint": ["/pause"], "User": "65535:65535"})  # fmt: skip
     images.import_static_image(layout, coredns_reference(layout), built["coredns"] / "coredns",
                                {"Entrypoint": ["/coredns"], "User": "65532:65532"})  # fmt: skip
+    images.import_static_image(layout, traefik_reference(layout), built["traefik"] / "traefik",
+                               {"Entrypoint": ["/traefik"], "User": "65532:65532"})  # fmt: skip
 
-    kubectl(layout, "apply", "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": addons.kube_router_rbac()}))  # fmt: skip
+    apply(layout, addons.kube_router_rbac())
     for name in ("kubelet", "kube-proxy"):
         named[name].start(layout)
     named["kubelet"].wait_until(layout, lambda: node_ready(layout), 180, "Ready node")
@@ -295,13 +339,15 @@ def up(layout: Layout) -> None:
     named["kube-router"].start(layout)
     say(f"node {NODE_NAME} Ready ({time.monotonic() - started:.0f} s)")
 
-    kubectl(layout, "apply", "-f", "-", stdin=json.dumps(
-        {"apiVersion": "v1", "kind": "List", "items": addons.coredns(coredns_reference(layout))}))  # fmt: skip
+    apply(layout, addons.coredns(coredns_reference(layout)))
     kubectl(
         layout, "-n", "kube-system", "rollout", "status", "deployment/coredns", "--timeout=180s"
     )
     wait_for(dns_answers, 60, "DNS answer from CoreDNS")
     say(f"CoreDNS answers ({time.monotonic() - started:.0f} s)")
+    install_traefik(layout)
+    say(f"Traefik {layout.version('traefik')} serves Ingress and Gateway API "
+        f"{layout.version('gateway-api')} ({time.monotonic() - started:.0f} s)")  # fmt: skip
     # A daemon that died while others started is a failed start, not a cluster.
     for daemon in daemon_list(layout):
         if daemon.pid(layout) is None:

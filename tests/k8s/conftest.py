@@ -39,6 +39,20 @@ SUITE_LABEL = {"gatehouse.io/k8s-test": "true"}
 # The local cluster (python -m cluster up): scripts/with-cluster points KUBECONFIG here.
 LOCAL_KUBECONFIG = ROOT / ".cluster" / "kubeconfig"
 LOCAL_VALUES = ROOT / "k8s" / "values-cluster.yaml"
+# The ingress controller of the local cluster (cluster/addons.py: Traefik, its Service
+# `traefik` in the namespace `traefik`, IngressClass `traefik`), the defaults there of
+# --ingress-url, --ingress-class and --ingress-namespace.
+LOCAL_INGRESS = {
+    "ingress_url": "http://traefik.traefik.svc",
+    "ingress_class": "traefik",
+    "ingress_namespace": "traefik",
+}
+# Elsewhere: no ingress URL unless given (the ingress test skips), ingress-nginx's names.
+OTHER_INGRESS = {
+    "ingress_url": None,
+    "ingress_class": "nginx",
+    "ingress_namespace": "ingress-nginx",
+}
 
 
 def on_local_cluster() -> bool:
@@ -53,12 +67,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--image", default="gatehouse-api:dev", help="API image (gatehouse-api:dev)")
     group.addoption("--ingress-url", metavar="URL",
                     help="the ingress controller as pods reach it, e.g. "
-                    "http://ingress-nginx-controller.ingress-nginx.svc")  # fmt: skip
+                    "http://ingress-nginx-controller.ingress-nginx.svc (local cluster: "
+                    f"{LOCAL_INGRESS['ingress_url']}; elsewhere none: the ingress test skips)")  # fmt: skip
     group.addoption("--ingress-host", default="gatehouse-k8s.localtest.me",
                     help="Host the throwaway release's Ingress answers (sent to --ingress-url)")  # fmt: skip
-    group.addoption("--ingress-class", default="nginx", help="IngressClass (nginx)")
-    group.addoption("--ingress-namespace", default="ingress-nginx",
-                    help="namespace of the ingress controller pods (ingress-nginx)")  # fmt: skip
+    group.addoption("--ingress-class",
+                    help=f"IngressClass (local cluster: {LOCAL_INGRESS['ingress_class']}; "
+                    f"elsewhere {OTHER_INGRESS['ingress_class']})")  # fmt: skip
+    group.addoption("--ingress-namespace",
+                    help="namespace of the ingress controller pods (local cluster: "
+                    f"{LOCAL_INGRESS['ingress_namespace']}; "
+                    f"elsewhere {OTHER_INGRESS['ingress_namespace']})")  # fmt: skip
     group.addoption("--trusted-cidr", action="append", default=[],
                     help="proxy CIDR for throwaway releases (default: the ingress controller "
                     "pods' IPs, else 192.0.2.0/24)")  # fmt: skip
@@ -73,7 +92,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def option(config: pytest.Config, name: str) -> Any:
     # Registered late when only `pytest tests` is run: then the defaults apply.
-    return config.getoption(name, default=None)
+    value = config.getoption(name, default=None)
+    if value is None and name in LOCAL_INGRESS:
+        # The ingress options' defaults depend on the cluster: the local one has Traefik.
+        return (LOCAL_INGRESS if on_local_cluster() else OTHER_INGRESS)[name]
+    return value
 
 
 @functools.cache
