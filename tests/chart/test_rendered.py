@@ -141,6 +141,23 @@ def test_pdb_only_with_more_than_one_pod() -> None:
     assert find(one_with_hpa, "PodDisruptionBudget")
 
 
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_an_unready_pod_never_blocks_a_node_drain(rendered: dict[str, list[Doc]], env: str) -> None:
+    # Without AlwaysAllow, a crash-looping pod counts against the budget and drains stall.
+    pdb = one(rendered[env], "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_replicas_spread_only_over_nodes_they_may_run_on(
+    rendered: dict[str, list[Doc]], env: str
+) -> None:
+    spec = one(rendered[env], "Deployment", API)["spec"]["template"]["spec"]
+    (constraint,) = spec["topologySpreadConstraints"]
+    assert constraint["nodeTaintsPolicy"] == "Honor"
+    assert constraint["matchLabelKeys"] == ["pod-template-hash"]
+
+
 def _containers(spec: Doc) -> list[Doc]:
     return [*spec.get("initContainers", []), *spec["containers"]]
 
