@@ -7,8 +7,10 @@ clusters (DNS egress to `k8s-app=kube-dns`) hold here unchanged. Its Corefile se
 the cluster's zone: nothing is forwarded, so no query leaves the machine.
 
 Traefik is the Deployment `traefik` behind the Service `traefik` in the namespace `traefik`
-(Pod Security `restricted`), serving the IngressClass `traefik` and the GatewayClass
-`traefik`. Pods reach it at http://traefik.traefik.svc, the host at the node's NodePort.
+(Pod Security `restricted`), serving the IngressClass `traefik`, the GatewayClass `traefik`
+and one Gateway of that class, `traefik/gatehouse` (listener `http`, the plain-HTTP entry
+point), for HTTPRoutes of any namespace. Pods reach it at http://traefik.traefik.svc, the
+host at the node's NodePort.
 """
 
 from __future__ import annotations
@@ -225,6 +227,10 @@ TRAEFIK_PING_PORT = 8080  # the internal `traefik` entry point: /ping only, not 
 TRAEFIK_NODE_PORT = 30080
 TRAEFIK_NODE_PORT_TLS = 30443
 TRAEFIK_UID = 65532
+# The cluster's one Gateway: HTTPRoutes attach to it with parentRefs
+# [{name: gatehouse, namespace: traefik, sectionName: http}] (k8s/values-cluster.yaml).
+GATEWAY_NAME = "gatehouse"
+GATEWAY_LISTENER = "http"
 
 # Traefik's static configuration. Each entry point leaves forwardedHeaders at its default (no
 # trustedIPs, not insecure): X-Forwarded-* headers a client sends are removed, and the peer's
@@ -368,6 +374,29 @@ def traefik(image: str) -> list[dict[str, Any]]:
             "kind": "ConfigMap",
             "metadata": meta,
             "data": {"traefik.yaml": yaml.safe_dump(TRAEFIK_CONFIG, sort_keys=False)},
+        },
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY_NAME, "namespace": TRAEFIK_NAMESPACE, "labels": labels},
+            "spec": {
+                "gatewayClassName": TRAEFIK_CLASS,
+                "listeners": [
+                    {
+                        "name": GATEWAY_LISTENER,
+                        # Traefik binds a listener to the entry point whose own address has
+                        # this port (the container's 8000, which the Service's port 80 and the
+                        # NodePort lead to), not to a Service port: 80 would be refused as
+                        # PortUnavailable.
+                        "port": TRAEFIK_WEB_PORT,
+                        "protocol": "HTTP",
+                        # A test cluster's one shared entrance, like the IngressClass any
+                        # namespace may use: the suite's releases live in namespaces it
+                        # names at random.
+                        "allowedRoutes": {"namespaces": {"from": "All"}},
+                    }
+                ],
+            },
         },
         {
             "apiVersion": "apps/v1",

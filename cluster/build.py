@@ -64,6 +64,13 @@ def traefik_ldflags(version: str, released: str) -> tuple[str, ...]:
     )
 
 
+def skaffold_ldflags(version: str, released: str) -> tuple[str, ...]:
+    # As Skaffold's Makefile sets them (GO_LDFLAGS); unset, `skaffold version` prints nothing.
+    # The build date is the release's (the module's time on the proxy), so the flags stay the same.
+    package = "github.com/GoogleContainerTools/skaffold/v2/pkg/skaffold/version"
+    return (f"-X {package}.version={version}", f"-X {package}.buildDate={released}")
+
+
 def components(layout: Layout) -> list[Component]:
     versions = layout.versions
     return [
@@ -125,6 +132,15 @@ def components(layout: Layout) -> list[Component]:
             ldflags=traefik_ldflags(
                 layout.addon_versions["traefik"],
                 module_time("traefik", "github.com/traefik/traefik/v3"),
+            ),
+        ),
+        Component(
+            "skaffold",
+            "github.com/GoogleContainerTools/skaffold/v2",
+            {"cmd/skaffold": "skaffold"},
+            ldflags=skaffold_ldflags(
+                layout.tool_versions["skaffold"],
+                module_time("skaffold", "github.com/GoogleContainerTools/skaffold/v2"),
             ),
         ),
     ]

@@ -115,6 +115,14 @@ class Layout:
             "gateway-api": pinned_version("traefik", "sigs.k8s.io/gateway-api"),
         }
 
+    @cached_property
+    def tool_versions(self) -> dict[str, str]:
+        """Developer tools built with the cluster and linked into ``bin`` beside kubectl, used
+        against it but run by no daemon: Skaffold (skaffold.yaml's run, dev and verify)."""
+        return {
+            "skaffold": pinned_version("skaffold", "github.com/GoogleContainerTools/skaffold/v2"),
+        }
+
     def version(self, component: str) -> str:
-        """The pinned version of a node component or an addon."""
-        return {**self.versions, **self.addon_versions}[component]
+        """The pinned version of a node component, an addon or a tool."""
+        return {**self.versions, **self.addon_versions, **self.tool_versions}[component]

@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import itertools
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -59,10 +60,17 @@ class EnvironmentSpec:
         return dataclasses.replace(self, sets=(*self.sets, *sets))
 
 
+# In a cluster the chart's hook Job creates a random Redis password once (the render holds
+# none); no Kubernetes API runs that Job here, so each run picks one and renders it instead.
+_REDIS_PASSWORD = (f"redis.auth.password={secrets.token_urlsafe(32)}",)
 # The namespaces match the chart tests' (tests/chart/conftest.py).
 ENVIRONMENTS = {
-    "local": EnvironmentSpec("local", "gatehouse-local-a", (K8S / "values-local.yaml",)),
-    "local-b": EnvironmentSpec("local-b", "gatehouse-local-b", (K8S / "values-local-b.yaml",)),
+    "local": EnvironmentSpec(
+        "local", "gatehouse-local-a", (K8S / "values-local.yaml",), sets=_REDIS_PASSWORD
+    ),
+    "local-b": EnvironmentSpec(
+        "local-b", "gatehouse-local-b", (K8S / "values-local-b.yaml",), sets=_REDIS_PASSWORD
+    ),
 }
 
 
@@ -278,8 +286,8 @@ class Stack:
     def rollout(self, env_name: str, *sets: str) -> EnvironmentSpec:
         """``helm upgrade`` with extra ``--set`` values, as the cluster would apply it.
 
-        Re-renders; Secrets already running keep their data (the chart's ``lookup``
-        keeps a generated password on upgrade, which ``helm template`` cannot do);
+        Re-renders; Secrets already running keep their data (as a cluster keeps the
+        Secret the chart's password Job made, which no render holds);
         ConfigMap volumes of running pods are rewritten in place (the kubelet syncs
         them); a Deployment whose pod template changed is replaced pod by pod: a new
         pod starts, becomes ready and joins the endpoints, then an old one leaves them
@@ -349,8 +357,13 @@ class Stack:
                 )
             for pods in env.pods.values():
                 for pod in pods:
-                    where = ", ".join(f"{pod.ip}:{port}" for port in pod.ports.values())
-                    line = f"  {pod.name:<20} {where:<22} logs {pod.root}"
+                    # By port name: the probes and /metrics are on `metrics`, not `http`.
+                    where = ", ".join(
+                        f"{name} {pod.ip}:{pod.ports[number]}"
+                        for container in pod.deployment.containers
+                        for name, number in container.ports.items()
+                    )
+                    line = f"  {pod.name:<20} {where:<48} logs {pod.root}"
                     names = [p.container for p in pod.processes if isinstance(p, ContainerProcess)]
                     lines.append(line + (f"  container {', '.join(names)}" if names else ""))
         return lines

@@ -10,8 +10,9 @@ which exists because the thing cannot be the same without Kubernetes:
    (``--host 0.0.0.0``; Redis binds everything by default); here every pod shares the
    host's loopback, so it binds its own 127.x address instead (``--host`` / ``--bind``,
    by program: ``program_name`` names ``python -m gatehouse`` "gatehouse").
-3. The port: each container port (8000, 6379) becomes a free port on that address,
-   so two stacks (or a developer's ``make run``) never collide.
+3. The port: each container port (8000, 9090, 6379) becomes a free port on that address,
+   so two stacks (or a developer's ``make run``) never collide: in ``--port`` and in the
+   variables that name a listen port (``APP_METRICS_PORT``).
 4. Service names: ``redis://gatehouse-redis:6379`` names a Service that cluster DNS
    and kube-proxy would resolve; here the name and port become the endpoint's
    127.x address and port. Only ``scheme://host:port`` values are touched.
@@ -52,6 +53,8 @@ LISTEN_ADDRESS_FLAGS = {
     "valkey-server": "--bind",
 }
 PORT_FLAG = "--port"
+# 3. Environment variables holding a container port the program listens on.
+PORT_VARIABLES = ("APP_METRICS_PORT",)
 # ``python``, ``python3``, ``python3.12``: an interpreter, whose program is its ``-m`` module.
 PYTHON_NAME = re.compile(r"python(\d+(\.\d+)?)?")
 
@@ -90,9 +93,12 @@ def _set_flag(args: list[str], flag: str, value: str, append: bool) -> list[str]
 
 def split_program(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the words that name the program, its own arguments): ``python -m gatehouse`` is
-    three words, ``redis-server`` one."""
+    three words, ``redis-server`` one, and ``sh -c SCRIPT redis-server`` (a script that
+    ends in ``exec "$0" ... "$@"``, as the chart's Redis) four, named by the last."""
     if PYTHON_NAME.fullmatch(Path(argv[0]).name) and len(argv) >= 3 and argv[1] == "-m":
         return list(argv[:3]), list(argv[3:])
+    if Path(argv[0]).name == "sh" and len(argv) >= 4 and argv[1] == "-c":
+        return list(argv[:4]), list(argv[4:])
     return list(argv[:1]), list(argv[1:])
 
 
@@ -118,6 +124,14 @@ def listen_args(argv: Sequence[str], ip: str, ports: Mapping[int, int]) -> list[
         elif arg.startswith(PORT_FLAG + "=") and arg.split("=", 1)[1].isdigit():
             out[i] = f"{PORT_FLAG}={ports[int(arg.split('=', 1)[1])]}"
     return out
+
+
+def listen_env(env: Mapping[str, str], ports: Mapping[int, int]) -> dict[str, str]:
+    """3. The local port for each container port a ``PORT_VARIABLES`` variable names."""
+    return {
+        name: str(ports[int(value)]) if name in PORT_VARIABLES and value.isdigit() else value
+        for name, value in env.items()
+    }
 
 
 def service_names(service: str, namespace: str) -> tuple[str, ...]:
@@ -181,7 +195,7 @@ def localise(
     args = [resolve_mounts(resolve_services(arg, services), mounts) for arg in args]
     local_env = {
         name: resolve_mounts(resolve_services(value, services), mounts)
-        for name, value in env.items()
+        for name, value in listen_env(env, ports).items()
     }
     return [*program, *args], process_env(local_env, home)
 
@@ -201,5 +215,7 @@ def localise_in_container(
         raise LoopbackError("the container has no command (the image's entrypoint is unknown here)")
     program, _ = split_program(argv)
     args = [resolve_services(arg, services) for arg in listen_args(argv, ip, ports)]
-    local_env = {name: resolve_services(value, services) for name, value in env.items()}
+    local_env = {
+        name: resolve_services(value, services) for name, value in listen_env(env, ports).items()
+    }
     return [*program, *args], local_env

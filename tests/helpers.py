@@ -149,6 +149,9 @@ class ApiServer(Supervised):
             **env,
         }
         self.log_path: Path | None = None
+        # With a management port the probes are there, as the kubelet's are.
+        metrics_port = self.env.get("APP_METRICS_PORT")
+        self.probe_port = int(metrics_port) if metrics_port else self.port
 
     @property
     def url(self) -> str:
@@ -158,7 +161,9 @@ class ApiServer(Supervised):
         self.log_path = (log_dir or temp_dir()) / f"gatehouse-{self.host}-{self.port}.log"
         command = [PYTHON, "-m", "gatehouse"]
         process = Process(f"gatehouse on {self.url}", command, self.env, log_path=self.log_path)
-        self.launch(process, lambda: http_ok(self.host, self.port, "/healthz"), "/healthz ready")
+        self.launch(
+            process, lambda: http_ok(self.host, self.probe_port, "/healthz"), "/healthz ready"
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""

@@ -147,15 +147,13 @@ def api(origins: Origins, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         server.stop()
 
 
-@pytest.fixture(scope="package")
-def browser(chromium_path: str) -> Iterator[Any]:
+@contextlib.contextmanager
+def launched_chromium(path: str, extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
     """Headless Chromium; Playwright gives it a fresh user-data dir and removes it."""
     playwright = sync_playwright().start()
     try:
         browser = playwright.chromium.launch(
-            executable_path=chromium_path,
-            headless=True,
-            args=CHROMIUM_ARGS,
+            executable_path=path, headless=True, args=[*CHROMIUM_ARGS, *extra_args]
         )
         try:
             yield browser
@@ -163,6 +161,12 @@ def browser(chromium_path: str) -> Iterator[Any]:
             browser.close()
     finally:
         playwright.stop()
+
+
+@pytest.fixture(scope="package")
+def browser(chromium_path: str) -> Iterator[Any]:
+    with launched_chromium(chromium_path) as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -36,6 +36,48 @@ REDIS = f"{RELEASE}-redis"
 
 Doc = dict[str, Any]
 
+# networkPolicy.ingressController.preset -> the peer it must admit: where each controller's
+# own chart puts its proxying pods, and the labels they carry (stated here independently of
+# the chart's _helpers.tpl, so a typo there fails the tests).
+CONTROLLER_PRESETS: dict[str, Doc] = {
+    "traefik": {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "traefik"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "traefik"}},
+    },
+    "envoy-gateway": {
+        "namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "envoy-gateway-system"}
+        },
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "envoy",
+                "app.kubernetes.io/component": "proxy",
+                "app.kubernetes.io/managed-by": "envoy-gateway",
+            }
+        },
+    },
+    "ingress-nginx": {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "ingress-nginx",
+                "app.kubernetes.io/component": "controller",
+            }
+        },
+    },
+}
+
+
+def expected_controller_peer(values: Doc) -> Doc:
+    """The ingress controller peer the values ask for: the preset's selectors, each replaced
+    by an explicit (non-empty) one."""
+    controller = values["networkPolicy"]["ingressController"]
+    preset = CONTROLLER_PRESETS.get(controller["preset"], {})
+    return {
+        "namespaceSelector": controller.get("namespaceSelector") or preset["namespaceSelector"],
+        "podSelector": controller.get("podSelector") or preset.get("podSelector", {}),
+    }
+
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
     """Run scripts/helm, capturing output; never raises on a non-zero exit."""

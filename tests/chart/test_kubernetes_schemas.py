@@ -1,7 +1,8 @@
 """Every rendered object validates against the Kubernetes API schemas, strict mode, at the
 oldest and newest versions the chart claims (Chart.yaml kubeVersion .. newest shipped by
-kubernetes-validate). Gateway API kinds are CRDs, absent from those schemas: they are
-checked against the small structural schemas in tests/chart/schemas/ instead."""
+kubernetes-validate). Gateway API's HTTPRoute and the Prometheus Operator's ServiceMonitor
+are CRDs, absent from those schemas: they are checked against the small structural schemas
+in tests/chart/schemas/ instead."""
 
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ import yaml
 from .conftest import CHART, ENVIRONMENTS, Doc
 
 SCHEMAS = Path(__file__).parent / "schemas"
-CRD_SCHEMAS = {("gateway.networking.k8s.io/v1", "HTTPRoute"): SCHEMAS / "httproute-v1.json"}
+CRD_SCHEMAS = {
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): SCHEMAS / "httproute-v1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "servicemonitor-v1.json",
+}
 
 
 def _claimed_versions() -> list[str]:
@@ -60,11 +64,34 @@ def test_crd_objects_validate(rendered: dict[str, list[Doc]], env: str) -> None:
         if schema_file is not None:
             jsonschema.validate(doc, json.loads(schema_file.read_text()))
     # Any other custom kind would slip through both checks: refuse it here.
-    core = {"v1", "apps/v1", "networking.k8s.io/v1", "policy/v1", "autoscaling/v2"}
+    core = {
+        "v1",
+        "apps/v1",
+        "batch/v1",
+        "networking.k8s.io/v1",
+        "policy/v1",
+        "autoscaling/v2",
+        "rbac.authorization.k8s.io/v1",
+    }
     unknown = {k for k in known if k[0] not in core and k not in CRD_SCHEMAS}
     assert not unknown, f"no schema for {unknown}"
 
 
-def test_prod_renders_an_httproute(rendered: dict[str, list[Doc]]) -> None:
+@pytest.mark.parametrize("kind", ["HTTPRoute", "ServiceMonitor"])
+def test_prod_renders_each_custom_kind(rendered: dict[str, list[Doc]], kind: str) -> None:
     # Guards the CRD check above against silently checking nothing.
-    assert any(d["kind"] == "HTTPRoute" for d in rendered["prod"])
+    assert any(d["kind"] == kind for d in rendered["prod"])
+
+
+def test_the_servicemonitor_schema_refuses_a_bad_interval(rendered: dict[str, list[Doc]]) -> None:
+    # The structural schema must be able to fail: the same object with a Go-style duration
+    # the operator refuses ("1m30s" passes, "90 seconds" does not).
+    (monitor,) = [d for d in rendered["prod"] if d["kind"] == "ServiceMonitor"]
+    schema = json.loads(CRD_SCHEMAS[(monitor["apiVersion"], monitor["kind"])].read_text())
+    good = {**monitor, "spec": {**monitor["spec"], "endpoints": [
+        {**monitor["spec"]["endpoints"][0], "interval": "1m30s"}]}}  # fmt: skip
+    jsonschema.validate(good, schema)
+    bad = {**monitor, "spec": {**monitor["spec"], "endpoints": [
+        {**monitor["spec"]["endpoints"][0], "interval": "90 seconds"}]}}  # fmt: skip
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)

@@ -49,6 +49,12 @@ class Container:
         # ``None`` removes a variable the pod spec sets.
         merged = {**pod.env, **(env or {})}
         self.env = {key: value for key, value in merged.items() if value is not None}
+        # The chart's management port (probes, metrics) moves to a free one of this address
+        # too: every container shares the host's network.
+        self.metrics_port: int | None = None
+        if "APP_METRICS_PORT" in self.env:
+            self.metrics_port = free_port(self.host)
+            self.env["APP_METRICS_PORT"] = str(self.metrics_port)
         self.config_dir = config_dir
         self.started_at: float | None = None
         self.ready_seconds: float | None = None
@@ -56,6 +62,11 @@ class Container:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def management_url(self) -> str:
+        """Where /healthz, /readyz and /metrics are: the management port when the pod has one."""
+        return f"http://{self.host}:{self.metrics_port or self.port}"
 
     def run_args(self) -> list[str]:
         argv = self.pod.argv_for(self.host, self.port)
@@ -92,7 +103,7 @@ class Container:
         deadline = self.started_at + timeout
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.management_url}/readyz", timeout=1).status_code == 200:
                     self.ready_seconds = time.monotonic() - self.started_at
                     return
             except httpx.HTTPError:
@@ -100,7 +111,9 @@ class Container:
             if not self.running():
                 raise RuntimeError(f"container exited before it was ready:\n{self.logs()}")
             time.sleep(0.05)
-        raise TimeoutError(f"{self.url}/readyz not 200 after {timeout} s:\n{self.logs()}")
+        raise TimeoutError(
+            f"{self.management_url}/readyz not 200 after {timeout} s:\n{self.logs()}"
+        )
 
     def running(self) -> bool:
         result = docker("inspect", "-f", "{{.State.Running}}", self.name, check=False)

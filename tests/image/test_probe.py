@@ -43,7 +43,7 @@ def test_probe_from_the_image_checks_a_running_container(
     result = docker(
         "run", *[a for a in RESTRICTED if a not in ("--network", "none")], "--network", "host",
         "--entrypoint", "python", probe_in_image, "-m", "gatehouse.probe",
-        "--url", f"{served.url}/healthz", "--origin", origin, "--host-header", host,
+        "--url", f"{served.url}/whoami", "--origin", origin, "--host-header", host,
         "--expect", "allowed",
         check=False,
     )  # fmt: skip

@@ -37,7 +37,7 @@ def trusted_host(pod) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_healthz_with_security_headers(served: Container) -> None:
-    response = httpx.get(f"{served.url}/healthz", timeout=5)
+    response = httpx.get(f"{served.management_url}/healthz", timeout=5)
     assert response.status_code == 200
     for name in SECURITY_HEADERS:
         assert name in response.headers, name
@@ -45,7 +45,15 @@ def test_healthz_with_security_headers(served: Container) -> None:
 
 
 def test_readyz(served: Container) -> None:
-    assert httpx.get(f"{served.url}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{served.management_url}/readyz", timeout=5).status_code == 200
+
+
+def test_probes_and_metrics_only_on_the_management_port(served: Container) -> None:
+    # The chart's pod: the Service (the serving port) can never expose them.
+    assert served.metrics_port is not None
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert httpx.get(f"{served.url}{path}", timeout=5).status_code in (400, 404), path
+        assert httpx.get(f"{served.management_url}{path}", timeout=5).status_code == 200, path
 
 
 def test_allowed_origin_gets_cors_headers(
@@ -64,7 +72,7 @@ def test_allowed_origin_gets_cors_headers(
 
 def test_refused_origin_gets_none(served: Container, trusted_host: str) -> None:
     response = httpx.get(
-        f"{served.url}/healthz", headers={"Origin": REFUSED_ORIGIN, "Host": trusted_host}, timeout=5
+        f"{served.url}/whoami", headers={"Origin": REFUSED_ORIGIN, "Host": trusted_host}, timeout=5
     )
     assert response.status_code == 200
     assert "access-control-allow-origin" not in response.headers

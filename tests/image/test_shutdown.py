@@ -62,7 +62,8 @@ def test_sigterm_under_load_drains_and_exits_within_grace(start_container, pod) 
     stop = threading.Event()
     load_results: list[dict[str, int]] = [{} for _ in range(LOAD_THREADS)]
     loaders = [
-        threading.Thread(target=_load, args=(f"{served.url}/healthz", results, stop))
+        # The kubelet's probe, on the management port: the same server, drained alike.
+        threading.Thread(target=_load, args=(f"{served.management_url}/healthz", results, stop))
         for results in load_results
     ]
     finish = threading.Event()

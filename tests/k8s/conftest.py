@@ -404,7 +404,9 @@ def release_values(
         },
         "proxy": {"trustedCIDRs": trusted},
         "networkPolicy": {
+            # Any pod of the controller's namespace: the chart's presets name pod labels too.
             "ingressController": {
+                "preset": "custom",
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                 "podSelector": {},
             }
@@ -545,3 +547,30 @@ def exec_python(cluster: Cluster, namespace: str, pod: str, code: str) -> str:
     """Run ``python -c code`` inside a running pod's container (kubectl exec) and return stdout."""
     done = run([KUBECTL, "exec", "-n", namespace, pod, "--", "python", "-c", code], timeout=120)
     return done.stdout
+
+
+# -- traffic through the local cluster's ingress controller (controller_releases.py) ----------
+
+
+@pytest.fixture(scope="session")
+def controller_page_port() -> Iterator[int]:
+    """The browser tests' page on 127.0.0.1; its port is part of the controller releases'
+    origins, so both test_controller files share one pair of releases."""
+    from tests.k8s.controller_releases import serve_pages
+
+    yield from serve_pages()
+
+
+@pytest.fixture(scope="session")
+def controller(
+    cluster: Cluster,
+    controller_page_port: int,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    """An Ingress-routed and an HTTPRoute-routed release behind Traefik (local cluster only)."""
+    from tests.k8s.controller_releases import install_behind_controller
+
+    return install_behind_controller(
+        cluster, request.config, controller_page_port, tmp_path_factory.mktemp("controller")
+    )

@@ -135,7 +135,8 @@ def test_network_policy_refuses_unlabelled_pod_from_another_namespace(
         release.fullname, release.namespace, _request_timeout=10
     )
     port = service.spec.ports[0].port
-    url = f"http://{service.spec.cluster_ip}:{port}/healthz"  # an IP: no DNS in the way
+    # An IP: no DNS in the way. /whoami: the probe paths are not served on this port.
+    url = f"http://{service.spec.cluster_ip}:{port}/whoami"
     blocked = cluster.probe(outsider, "--url", url, "--origin", release.origin,
                             "--timeout", "5", "--no-preflight", "--no-whoami", labelled=False,
                             wait_reachable=False)  # fmt: skip
@@ -143,6 +144,7 @@ def test_network_policy_refuses_unlabelled_pod_from_another_namespace(
     assert "cannot reach" in blocked.stderr + blocked.stdout, blocked
     # The control: a labelled pod in the release's namespace reaches the same address.
     admitted = cluster.probe(release.namespace, "--url", url, "--origin", release.origin,
+                             "--host-header", release.service_host,
                              "--no-preflight", "--no-whoami", "--expect-status", "200")  # fmt: skip
     assert admitted.returncode == 0, admitted
 
@@ -181,15 +183,19 @@ def test_rollout_after_an_origins_change_drops_no_request(
     if not release.throwaway:
         pytest.skip("changes the release: runs only on the suite's own releases")
     seconds = option(request.config, "rollout_seconds") or 180
+    # /whoami (the probe paths are not served on the Service's port): past the limit it
+    # answers 429, still an answer with CORS headers; a dropped request is an error or a 5xx.
     loop = cluster.start_probe(
-        release.namespace, "--url", f"{release.base_url}/healthz", "--origin", release.origin,
+        release.namespace, "--url", f"{release.base_url}/whoami", "--origin", release.origin,
         "--no-preflight", "--no-whoami", "--duration", str(seconds), "--interval", "0.05",
-        "--concurrency", "2", "--timeout", "5",
-        "--expect-status", "200", "--expect", "allowed", "--json",
+        "--concurrency", "2", "--timeout", "5", "--expect", "allowed", "--json",
     )  # fmt: skip
     time.sleep(5)  # the loop is under way before the rollout starts
     added = "https://added.k8s-test.example"
     release.values["config"]["allowedOrigins"] = [release.origin, added]
+    # Origins alone reload without new pods (the chart's checksum leaves them out): a
+    # setting that needs a restart makes this a rollout.
+    release.values["config"]["logLevel"] = "debug"
     started = time.monotonic()
     helm_install(release, tmp_path)
     took = time.monotonic() - started
@@ -200,7 +206,8 @@ def test_rollout_after_an_origins_change_drops_no_request(
     assert result.returncode == 0, result
     report = result.json()
     assert report["errors"] == {}, report["errors"]
-    assert set(report["status_counts"]) == {"200"}, report["status_counts"]
+    assert set(report["status_counts"]) <= {"200", "429"}, report["status_counts"]
+    assert report["status_counts"]["200"] > 0, report["status_counts"]
     # And the new origin is live everywhere.
     after = cluster.probe(
         release.namespace, "--url", f"{release.base_url}/search?q=new", "--origin", added,

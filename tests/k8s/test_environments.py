@@ -24,6 +24,8 @@ from tests.k8s.conftest import (
     Environments,
     Release,
     exec_python,
+    on_local_cluster,
+    option,
     run,
 )
 
@@ -171,9 +173,10 @@ def test_configmap_patch_changes_the_allowlist_without_a_restart(
 
 def search_requests_by_pod(cluster: Cluster, release: Release) -> dict[str, dict[str, float]]:
     """Per API pod, its own count of GET /search answers by status (from its /metrics)."""
+    port = release.values["metrics"]["port"]  # /metrics is served only on the metrics port
     code = (
         "import urllib.request;"
-        "print(urllib.request.urlopen('http://127.0.0.1:8000/metrics', timeout=5).read().decode())"
+        f"print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode())"
     )
     counts: dict[str, dict[str, float]] = {}
     pattern = re.compile(r"^gatehouse_http_requests_total\{([^}]*)\} (\S+)$", re.MULTILINE)
@@ -283,25 +286,55 @@ def redis_scaled_down(cluster: Cluster, environments: Environments) -> Iterator[
          "--timeout=120s"], timeout=150)  # fmt: skip
 
 
-def test_closed_mode_answers_503_with_retry_after_and_cors(
-    cluster: Cluster, redis_scaled_down: Release, probe
+def ready_endpoints(release: Release) -> set[str]:
+    """Addresses the Service sends traffic to: its EndpointSlices' ready endpoints."""
+    slices = json.loads(run([KUBECTL, "get", "endpointslices", "-n", release.namespace, "-l",
+                             f"kubernetes.io/service-name={release.fullname}", "-o", "json"]).stdout)  # fmt: skip
+    return {
+        address
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+        if endpoint.get("conditions", {}).get("ready")
+        for address in endpoint["addresses"]
+    }
+
+
+def test_closed_mode_stays_in_the_service_and_answers_503_with_retry_after_and_cors(
+    cluster: Cluster, redis_scaled_down: Release, probe, request: pytest.FixtureRequest
 ) -> None:
     release = redis_scaled_down
     assert release.values["config"]["rateLimit"]["failureMode"] == "closed"
-    # Each pod on its own address: in closed mode /readyz fails without Redis, so the
-    # Service soon has no endpoints; the answer a browser gets is still the pod's own.
-    for pod in api_pods(cluster, release):
+    pods = api_pods(cluster, release)
+    # Longer than the readiness probe needs to fail (period x threshold): a pod that went
+    # unready without Redis would have left the Service by now, and a browser would get
+    # the controller's bare 503, without CORS.
+    readiness = {
+        "periodSeconds": 5,
+        "failureThreshold": 2,
+        **release.values.get("probes", {}).get("readiness", {}),
+    }
+    time.sleep(readiness["periodSeconds"] * readiness["failureThreshold"] + 3)
+    assert ready_endpoints(release) == {pod.status.pod_ip for pod in pods}
+    # The API's own 503, through the Service and through the controller (prod's HTTPRoute
+    # on the cluster's Gateway), from each pod: the limit is per pod while Redis is gone.
+    ways_in = [(release.base_url, release.service_host)]
+    ingress_url = option(request.config, "ingress_url")
+    hostnames = release.values.get("httpRoute", {}).get("hostnames", [])
+    if ingress_url and hostnames:
+        ways_in.append((ingress_url, hostnames[0]))
+    for base_url, host in ways_in:
         result = probe(
-            release.namespace, "--url", pod_url(pod, "/search?q=closed"),
-            "--host-header", release.service_host, "--origin", release.origin,
-            "--no-preflight", "--no-whoami", "--expect-status", "503", "--expect", "allowed",
-            "--expect-security-headers", "--json",
+            release.namespace, "--url", f"{base_url}/search?q=closed", "--host-header", host,
+            "--origin", release.origin, "--no-preflight", "--no-whoami",
+            "--expect-status", "503", "--expect", "allowed", "--expect-security-headers", "--json",
         )  # fmt: skip
-        assert result.returncode == 0, result
+        assert result.returncode == 0, (base_url, result)
         report = result.json()
         assert int(report["rate_limit"]["retry-after"]) > 0, report["rate_limit"]
         cors = report["request"]["headers"]
         assert cors["access-control-allow-origin"] == release.origin, cors
+    if on_local_cluster():
+        assert len(ways_in) == 2, "the local cluster routes prod through Traefik's Gateway"
 
 
 # -- who may reach Redis -----------------------------------------------------------------------

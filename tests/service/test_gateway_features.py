@@ -14,7 +14,7 @@ from redis.crc import key_slot
 from tests.helpers import wait_until
 from tests.kubelet_volume import ConfigMapVolume
 from tests.service.conftest import ALLOWED
-from tests.service.test_shared_limit import burst
+from tests.service.test_shared_limit import ONE_HEARTBEAT, burst
 
 EVIL = "https://evil.example"
 
@@ -261,6 +261,7 @@ def test_several_windows_cost_one_script_call(api_server, redis_db):
         {
             "APP_REDIS_URL": redis_db.url,
             "APP_RATE_LIMIT_SEARCH": "100/second;1000/minute;10000/hour",
+            **ONE_HEARTBEAT,
         }
     )
     assert httpx.get(f"{server.url}/search?q=x").status_code == 200

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 
 
 def statuses(url: str, count: int) -> list[int]:
@@ -22,6 +22,9 @@ def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
         "APP_RATE_LIMIT_FAILURE_MODE": "open",
         "APP_REPLICAS": "3",
         "APP_REDIS_RETRY_INTERVAL": "0.5",
+        # One process stands for three: the estimate holds until a second heartbeat
+        # confirms fewer peers, a minute on (tests/service/test_peers.py learns them).
+        "APP_PEER_HEARTBEAT_INTERVAL": "60",
     }
     server = api_server(env)
     assert statuses(server.url, 4) == [200] * 4  # shared count: 4 of 9
@@ -55,13 +58,17 @@ def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
     print(f"open mode: back on the shared count {back_after:.2f} s after Redis returned")
 
 
-def test_closed_mode_answers_503_with_retry_after(api_server, own_redis):
+def test_closed_mode_answers_503_with_retry_after_and_stays_ready(api_server, own_redis):
+    # As the chart runs it: probes on the management port.
+    metrics_port = free_port("127.0.0.1")
     env = {
         "APP_REDIS_URL": own_redis.url,
         "APP_RATE_LIMIT_FAILURE_MODE": "closed",
         "APP_REDIS_RETRY_INTERVAL": "0.5",
+        "APP_METRICS_PORT": str(metrics_port),
     }
     server = api_server(env)
+    management = f"http://127.0.0.1:{metrics_port}"
     assert httpx.get(f"{server.url}/search?q=x").status_code == 200
 
     own_redis.kill()
@@ -71,8 +78,11 @@ def test_closed_mode_answers_503_with_retry_after(api_server, own_redis):
     assert response.headers["retry-after"] == "1"
     assert response.headers["access-control-allow-origin"] == "https://app.example.com"
     assert response.headers["x-content-type-options"] == "nosniff"
-    assert httpx.get(f"{server.url}/healthz").status_code == 200
-    assert httpx.get(f"{server.url}/readyz").status_code == 503
+    assert httpx.get(f"{management}/healthz").status_code == 200
+    # Still ready: an unready pod would leave the Service, and the browser would get the
+    # ingress's bare 503 instead of this one, with CORS and Retry-After.
+    ready = httpx.get(f"{management}/readyz")
+    assert (ready.status_code, ready.json()["redis"]) == (200, "unavailable")
 
     own_redis.start()
     wait_until(
@@ -80,7 +90,8 @@ def test_closed_mode_answers_503_with_retry_after(api_server, own_redis):
         timeout=10,
         what="service after Redis returned",
     )
-    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    ready = httpx.get(f"{management}/readyz")
+    assert (ready.status_code, ready.json()["redis"]) == (200, "ok")
 
 
 def test_a_paused_redis_costs_at_most_the_timeout(api_server, own_redis):

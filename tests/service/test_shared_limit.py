@@ -7,6 +7,13 @@ from collections import Counter
 
 import httpx
 
+from gatehouse.ratelimit.peers import PEERS_KEY
+from tests.helpers import wait_until
+
+# Commands are counted below: the peer registry's heartbeat runs once at start-up
+# (awaited before counting), the next one a minute later.
+ONE_HEARTBEAT = {"APP_PEER_HEARTBEAT_INTERVAL": "60"}
+
 
 async def burst(
     urls: list[str], total: int, path: str, headers: dict[str, str] | None = None
@@ -33,9 +40,14 @@ def test_three_replicas_admit_exactly_the_limit(api_server, redis_db, fresh_minu
 
 def test_one_redis_call_per_limited_request(api_server, redis_db):
     server = api_server(
-        {"APP_REDIS_URL": redis_db.url, "APP_RATE_LIMIT_SEARCH": "1000/minute;5000/hour"}
+        {
+            "APP_REDIS_URL": redis_db.url,
+            "APP_RATE_LIMIT_SEARCH": "1000/minute;5000/hour",
+            **ONE_HEARTBEAT,
+        }
     )
     client = redis_db.client()
+    wait_until(lambda: client.zcard(PEERS_KEY) == 1, what="the start-up heartbeat")
     # The first request opens the connection and loads the script; count after it.
     assert httpx.get(f"{server.url}/search?q=x").status_code == 200
     client.config_resetstat()
@@ -59,8 +71,9 @@ def test_one_redis_call_per_limited_request(api_server, redis_db):
 
 
 def test_preflights_and_probes_send_nothing_to_redis(api_server, redis_db):
-    server = api_server({"APP_REDIS_URL": redis_db.url})
+    server = api_server({"APP_REDIS_URL": redis_db.url, **ONE_HEARTBEAT})
     client = redis_db.client()
+    wait_until(lambda: client.zcard(PEERS_KEY) == 1, what="the start-up heartbeat")
     client.config_resetstat()
     for _ in range(10):
         httpx.options(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from cluster import configs
 
 from tests.helpers import ROOT
+from tests.skaffold.effective import effective, profile
 
 SKAFFOLD = ROOT / "skaffold.yaml"
 # shared/ lies beside the project's checkout (CI copies it beside its clone).
@@ -28,17 +32,21 @@ SCHEMA = next(
     ROOT.parent / "shared" / "schemas" / "skaffold-v4beta14.json",
 )
 ENVIRONMENTS = ("dev", "staging", "prod")
+# The profiles that deploy to a real environment: pushed, by digest, to a pinned context.
+REMOTE = ("staging", "prod")
 VERIFY_NAMESPACE = "gatehouse-verify"
 STAGE = ["scripts/build-image", "--stage-only"]
+# The local cluster's kube context (cluster/configs.py writes .cluster/kubeconfig with it).
+LOCAL_CONTEXT = inspect.signature(configs.kubeconfig).parameters["context"].default
+# Every way the profiles combine: alone, and dev on the local cluster (in both orders, as
+# `skaffold dev` and `skaffold run -p dev` apply them).
+COMBINATIONS = ((), ("dev",), ("staging",), ("prod",), ("local",), ("dev", "local"),
+                ("local", "dev"))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
     return yaml.safe_load(SKAFFOLD.read_text())
-
-
-def profile(config: dict[str, Any], name: str) -> dict[str, Any]:
-    return next(p for p in config["profiles"] if p["name"] == name)
 
 
 def releases(section: dict[str, Any]) -> list[dict[str, Any]]:
@@ -66,7 +74,7 @@ def test_api_version(config) -> None:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_profile_per_environment(config, env) -> None:
-    (release,) = releases(profile(config, env))
+    (release,) = releases(effective(config, env))
     assert release["namespace"] == f"gatehouse-{env}"
     assert release["valuesFiles"] == [f"k8s/values-{env}.yaml"]
     assert (ROOT / release["valuesFiles"][0]).is_file()
@@ -74,11 +82,11 @@ def test_profile_per_environment(config, env) -> None:
     assert (ROOT / release["chartPath"] / "Chart.yaml").is_file()
 
 
-def test_image_matches_the_charts_repository(config) -> None:
+@pytest.mark.parametrize("names", COMBINATIONS)
+def test_image_matches_the_charts_repository(config, names) -> None:
     chart_values = yaml.safe_load((ROOT / "charts/gatehouse/values.yaml").read_text())
     repository = chart_values["image"]["repository"]
-    sections = [config, *(profile(config, env) for env in ENVIRONMENTS)]
-    for section in sections:
+    for section in (effective(config, *names),):
         for artifact in section.get("build", {}).get("artifacts", []):
             assert artifact["image"] == repository
             assert artifact["docker"]["dockerfile"] == "services/api/Dockerfile"
@@ -92,15 +100,18 @@ def test_image_matches_the_charts_repository(config) -> None:
             variable = repository.replace("-", "_")
             assert templates["image.repository"] == f"{{{{.IMAGE_REPO_{variable}}}}}"
             assert templates["image.tag"] == f"{{{{.IMAGE_TAG_{variable}}}}}"
+            # Empty for an image kept in the local engine; the chart then uses the tag.
+            assert templates["image.digest"] == f"{{{{.IMAGE_DIGEST_{variable}}}}}"
 
 
-def test_dev_profile_syncs_sources_into_the_dev_target(config) -> None:
-    dev = profile(config, "dev")
+@pytest.mark.parametrize("names", [("dev",), ("dev", "local"), ("local", "dev")])
+def test_dev_profile_syncs_sources_into_the_dev_target(config, names) -> None:
+    dev = effective(config, *names)
     (artifact,) = dev["build"]["artifacts"]
     assert artifact["docker"]["target"] == "dev"
     (rule,) = artifact["sync"]["manual"]
     assert rule["src"] == "services/api/src/gatehouse/**/*.py"
-    assert {"command": "dev"} in dev["activation"]
+    assert {"command": "dev"} in profile(config, "dev")["activation"]
     (forward,) = dev["portForward"]
     assert forward["resourceType"] == "service"
     assert forward["namespace"] == "gatehouse-dev"
@@ -111,7 +122,7 @@ def test_verify_runs_the_probe_in_the_cluster(config, env) -> None:
     chart_values = yaml.safe_load((ROOT / "charts/gatehouse/values.yaml").read_text())
     client = chart_values["networkPolicy"]["clientLabel"]
     env_values = yaml.safe_load((ROOT / f"k8s/values-{env}.yaml").read_text())
-    cases = profile(config, env)["verify"]
+    cases = effective(config, env)["verify"]
     assert cases
     verdicts = set()
     for case in cases:
@@ -121,6 +132,8 @@ def test_verify_runs_the_probe_in_the_cluster(config, env) -> None:
         assert command[:3] == ["python", "-m", "gatehouse.probe"]
         url = command[command.index("--url") + 1]
         assert url.startswith(f"http://gatehouse.gatehouse-{env}.svc.cluster.local/")
+        # A NetworkPolicy agent admits a new pod's address a moment after it starts.
+        assert float(command[command.index("--wait-reachable") + 1]) > 0
         verdict = command[command.index("--expect") + 1]
         verdicts.add(verdict)
         if verdict == "allowed":
@@ -139,26 +152,21 @@ def test_verify_runs_the_probe_in_the_cluster(config, env) -> None:
 def test_verify_job_names_are_unique() -> None:
     # A case's name is its Job's name, and every environment's Jobs share one namespace.
     config = yaml.safe_load(SKAFFOLD.read_text())
-    names = [case["name"] for env in ENVIRONMENTS for case in profile(config, env)["verify"]]
+    names = [case["name"] for env in ENVIRONMENTS for case in effective(config, env)["verify"]]
     assert len(names) == len(set(names)), names
 
 
-def _artifact_sections(config: dict[str, Any]) -> list[dict[str, Any]]:
-    sections = [config, *(profile(config, env) for env in ENVIRONMENTS)]
-    return [s["build"] for s in sections if "build" in s]
-
-
-def test_every_artifact_stages_its_context_before_the_build(config) -> None:
+@pytest.mark.parametrize("names", COMBINATIONS)
+def test_every_artifact_stages_its_context_before_the_build(config, names) -> None:
     # The root .dockerignore admits only what scripts/build-image stages in build/image/.
-    builds = _artifact_sections(config)
-    assert builds
-    for build in builds:
-        for artifact in build["artifacts"]:
-            (hook,) = artifact["hooks"]["before"]
-            assert hook["command"] == STAGE
-            assert {"linux", "darwin"} <= set(hook["os"])
-        # No buildx plugin for the docker client here: the legacy builder, or Docker's default.
-        assert build["local"].get("useBuildkit") in (False, None)
+    build = effective(config, *names)["build"]
+    assert build["artifacts"]
+    for artifact in build["artifacts"]:
+        hook = artifact["hooks"]["before"][-1]
+        assert hook["command"] == STAGE
+        assert {"linux", "darwin"} <= set(hook["os"])
+    # No buildx plugin for the docker client here: the legacy builder, or Docker's default.
+    assert build["local"].get("useBuildkit") in (False, None)
     script = ROOT / STAGE[0]
     assert os.access(script, os.X_OK)
     assert "--stage-only" in script.read_text()
@@ -177,15 +185,14 @@ def test_build_image_refuses_unknown_arguments() -> None:
     assert "--stage-only" in result.stderr
 
 
-def test_only_the_dev_profile_sets_dev_mode(config) -> None:
-    sections = {"default": config, **{env: profile(config, env) for env in ENVIRONMENTS}}
-    for name, section in sections.items():
-        for release in releases(section):
-            set_values = release.get("setValues", {})
-            if name == "dev":
-                assert set_values == {"devMode.enabled": True}
-            else:
-                assert not any(key.startswith("devMode") for key in set_values), name
+@pytest.mark.parametrize("names", COMBINATIONS)
+def test_only_the_dev_profile_sets_dev_mode(config, names) -> None:
+    for release in releases(effective(config, *names)):
+        set_values = release.get("setValues", {})
+        if "dev" in names:
+            assert set_values == {"devMode.enabled": True}
+        else:
+            assert not any(key.startswith("devMode") for key in set_values), names
 
 
 def _render(release: dict[str, Any]) -> list[dict[str, Any]]:
@@ -194,7 +201,7 @@ def _render(release: dict[str, Any]) -> list[dict[str, Any]]:
     args += ["--namespace", release["namespace"]]
     for values_file in release["valuesFiles"]:
         args += ["-f", str(ROOT / values_file)]
-    stand_ins = {"image.repository": "gatehouse-api", "image.tag": "skaffold"}
+    stand_ins = {"image.repository": "gatehouse-api", "image.tag": "skaffold", "image.digest": ""}
     for key in release.get("setValueTemplates", {}):
         args += ["--set", f"{key}={stand_ins[key]}"]
     for key, value in release.get("setValues", {}).items():
@@ -235,7 +242,7 @@ def _admits(peer: dict[str, Any], namespace: str, labels: dict[str, str], own: s
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_the_release_answers_its_verify_jobs(config, env) -> None:
-    section = profile(config, env)
+    section = effective(config, env)
     (release,) = releases(section)
     docs = _render(release)
     name = release["name"]
@@ -260,9 +267,101 @@ def test_the_release_answers_its_verify_jobs(config, env) -> None:
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_dev_mode_renders_only_for_skaffold_dev(config, env) -> None:
-    (release,) = releases(profile(config, env))
+    (release,) = releases(effective(config, env))
     deployment = _one(_render(release), "Deployment", release["name"])
     (api,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "api"]
     reload = "--reload" in api["args"]
     writable = api["securityContext"]["readOnlyRootFilesystem"] is False
     assert reload == writable == (env == "dev")
+
+
+@pytest.mark.parametrize("env", REMOTE)
+def test_remote_profiles_push_and_deploy_by_digest_to_their_own_context(config, env) -> None:
+    section = effective(config, env)
+    assert section["build"]["local"]["push"] is True
+    assert section["deploy"]["kubeContext"] == f"gatehouse-{env}"
+    (release,) = releases(section)
+    assert release["setValueTemplates"]["image.digest"] == "{{.IMAGE_DIGEST_gatehouse_api}}"
+
+
+@pytest.mark.parametrize("env", REMOTE)
+def test_remote_profiles_refuse_to_build_without_a_registry(config, env, tmp_path) -> None:
+    # The first hook, run as Skaffold runs it (its environment carries SKAFFOLD_DEFAULT_REPO
+    # when --default-repo is given): without one the image would be pushed to Docker Hub.
+    (artifact,) = effective(config, env)["build"]["artifacts"]
+    guard = artifact["hooks"]["before"][0]["command"]
+    assert guard != STAGE
+    bare = {k: v for k, v in os.environ.items() if k != "SKAFFOLD_DEFAULT_REPO"}
+    refused = subprocess.run(guard, env=bare, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=30)  # fmt: skip
+    assert refused.returncode != 0
+    assert "--default-repo" in refused.stderr
+    given = {**bare, "SKAFFOLD_DEFAULT_REPO": "registry.example.com/team"}
+    allowed = subprocess.run(guard, env=given, cwd=tmp_path, capture_output=True, text=True,
+                             timeout=30)  # fmt: skip
+    assert allowed.returncode == 0, allowed.stderr
+
+
+def test_the_local_profile_is_the_local_clusters_only(config) -> None:
+    local = profile(config, "local")
+    (activation,) = local["activation"]
+    pattern = activation["kubeContext"]
+    # Skaffold matches the pattern unanchored (re.search): it must not catch kind's context
+    # for the same name, nor the real environments'.
+    assert re.search(pattern, LOCAL_CONTEXT)
+    for other in ("kind-gatehouse", "gatehouse-staging", "gatehouse-prod", "gatehouse-dev"):
+        assert not re.search(pattern, other), other
+    for names in (("local",), ("dev", "local"), ("local", "dev")):
+        section = effective(config, *names)
+        assert section["deploy"]["kubeContext"] == LOCAL_CONTEXT
+        (release,) = releases(section)
+        # The cluster's own values go last, over the environment's.
+        assert release["valuesFiles"] == ["k8s/values-dev.yaml", "k8s/values-cluster.yaml"]
+        (artifact,) = section["build"]["artifacts"]
+        (load,) = artifact["hooks"]["after"]
+        assert "python -m cluster load" in " ".join(load["command"])
+        assert section["build"]["local"]["push"] is False
+
+
+@pytest.mark.parametrize("names", [(), ("dev",), *((env,) for env in REMOTE)])
+def test_only_the_local_profile_loads_into_the_local_cluster(config, names) -> None:
+    section = effective(config, *names)
+    (artifact,) = section["build"]["artifacts"]
+    assert "after" not in artifact["hooks"]
+    for release in releases(section):
+        assert "k8s/values-cluster.yaml" not in release["valuesFiles"]
+
+
+def test_profiles_that_share_the_lists_compose_in_either_order(config) -> None:
+    # `skaffold dev` applies dev then local (file order); `skaffold run -p dev` local then
+    # dev (named profiles come last). Both must give the same pipeline.
+    assert effective(config, "dev", "local") == effective(config, "local", "dev")
+    for name in ("dev", "local"):
+        own = profile(config, name)
+        assert "artifacts" not in own.get("build", {}), name
+        assert "releases" not in own.get("deploy", {}).get("helm", {}), name
+
+
+@pytest.mark.parametrize("names", COMBINATIONS)
+def test_the_build_uses_the_base_the_wheels_were_staged_for(config, names) -> None:
+    # No registry may serve the Dockerfile's default base: scripts/build-image then stages
+    # for gatehouse-base:bookworm (Python 3.11), and Skaffold's build must use that base too.
+    (artifact,) = effective(config, *names)["build"]["artifacts"]
+    (base,) = artifact["docker"]["buildArgs"].values()
+    assert artifact["docker"]["buildArgs"] == {"BASE_IMAGE": base}
+    assert base.startswith('{{cmd "sh" "-c" "cat build/image/base-image 2>/dev/null || echo ')
+    assert 'echo "$base" >"$stage/base-image"' in (ROOT / STAGE[0]).read_text()
+
+
+@pytest.mark.parametrize("names", COMBINATIONS)
+def test_the_build_has_no_network(config, names) -> None:
+    # As scripts/build-image builds (--network=none): every input is staged beforehand.
+    (artifact,) = effective(config, *names)["build"]["artifacts"]
+    assert artifact["docker"]["network"] == "none"
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_verify_container_names_are_unique(config, env) -> None:
+    # Skaffold refuses a config whose verify cases share a container name.
+    containers = [case["container"]["name"] for case in effective(config, env)["verify"]]
+    assert len(containers) == len(set(containers)), containers

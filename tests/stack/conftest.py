@@ -122,17 +122,30 @@ def wait_for_fresh_window(stack: Stack, env: str, limit: str, needed: float) -> 
     helpers.wait_for_fresh_window(window_seconds(limit), needed, now=redis_now)
 
 
+def management(pod: Pod, path: str) -> httpx.Response:
+    """GET ``path`` on a replica's management port (``metrics``), as the kubelet's probes
+    and a scraper reach it: straight to the pod, Host being the pod's address."""
+    return httpx.get(f"http://{pod.ip}:{pod.port('metrics')}{path}", timeout=5)
+
+
+def metric_samples(pod: Pod, name: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample called ``name`` in one replica's /metrics."""
+    response = management(pod, "/metrics")
+    assert response.status_code == 200, response.text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
 def search_counts(pod: Pod) -> Counter[str]:
     """Requests to /search by status, from one replica's /metrics."""
-    text = httpx.get(f"http://{pod.ip}:{pod.port('http')}/metrics", timeout=5).text
     counts: Counter[str] = Counter()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if (
-                sample.name == "gatehouse_http_requests_total"
-                and sample.labels.get("route") == "/search"
-            ):
-                counts[sample.labels["status"]] += int(sample.value)
+    for labels, value in metric_samples(pod, "gatehouse_http_requests_total"):
+        if labels.get("route") == "/search":
+            counts[labels["status"]] += int(value)
     return counts
 
 

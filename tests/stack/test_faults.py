@@ -13,6 +13,7 @@ from tests.stack.conftest import (
     CUT,
     Reply,
     burst,
+    management,
     redis_search_count,
     search_counts,
     start,
@@ -129,6 +130,9 @@ def test_redis_restarted_under_load_follows_the_failure_mode(mode: str) -> None:
         during = burst(stack, "local", 90, concurrency=10, headers=headers)
         served = [search_counts(pod) - old for pod, old in zip(pods, served_before, strict=True)]
         per_replica = [sum(counts.values()) for counts in served]
+        # Every replica stays ready through the outage, in either mode: the readiness
+        # probe's 200 keeps it in the Service, and its body says what is missing.
+        outage_readiness = [management(pod, "/readyz") for pod in pods]
 
         stack.restart_containers(redis_pod)  # same address and port, empty: no persistence
         returned = time.monotonic()
@@ -144,6 +148,7 @@ def test_redis_restarted_under_load_follows_the_failure_mode(mode: str) -> None:
                 break
             time.sleep(retry_interval / 2)
         back_after = time.monotonic() - returned
+        redis_seen_after = [management(pod, "/readyz").json()["redis"] for pod in pods]
         after = burst(stack, "local", 12, concurrency=4, headers=headers)
         shared_after = redis_search_count(stack, "local")
         recovered_ok = sum(reply.status == 200 for reply in recovery)
@@ -155,6 +160,9 @@ def test_redis_restarted_under_load_follows_the_failure_mode(mode: str) -> None:
             f"after {back_after:.2f} s ({statuses(recovery)} meanwhile), then {statuses(after)}, "
             f"Redis count {shared_after}"
         )
+        for readiness in outage_readiness:
+            assert readiness.status_code == 200, readiness.text
+            assert readiness.json()["redis"] == "unavailable", readiness.text
         for reply in [*before, *during, *recovery, *after]:
             assert reply.status < 500 or reply.status == 503, "no 500 or 502 in any mode"
             assert reply.headers.get("access-control-allow-origin") == origin
@@ -170,6 +178,7 @@ def test_redis_restarted_under_load_follows_the_failure_mode(mode: str) -> None:
         assert back_after < 5
         assert statuses(recovery).keys() <= {200, 429 if mode == "open" else 503}
         assert statuses(after) == {200: 12}
+        assert redis_seen_after == ["ok"] * replicas
         assert shared_after == recovered_ok + 12
     finally:
         stack.down()

@@ -59,23 +59,27 @@ def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
     redis = manifest.deployment("redis").containers[0]
     redis_env = resolve_env(redis, manifest, {})
     argv = expand_all([*redis.command, *redis.args], redis_env)
-    assert "$(" not in " ".join(argv)  # the password was expanded, as the kubelet does
+    assert "$$(" not in " ".join(argv)  # the kubelet's escape was undone, as it does
     local, process_env = localise(
         argv,
         redis_env,
         ip="127.0.30.1",
         ports={6379: 40001},
         services={},
-        mounts={"/data": tmp_path / "data"},
+        mounts={"/data": tmp_path / "data", "/etc/redis-auth": tmp_path / "auth"},
         home=tmp_path,
     )
-    assert local[0].endswith("/redis-server")
+    # sh runs the chart's script, which execs the server named after it.
+    assert local[:2] == ["/bin/sh", "-c"] and local[3] == "redis-server"
     # Everything as rendered, except the port, the data dir, and the address to bind.
     expected = [*argv[1:], "--bind", "127.0.30.1"]
     expected[expected.index("6379")] = "40001"
     expected[expected.index("/data")] = str(tmp_path / "data")
     assert local[1:] == expected
-    assert process_env["REDIS_PASSWORD"] == redis_env["REDIS_PASSWORD"]
+    # The password is read from the mounted Secret: it is on no command line.
+    assert process_env["REDIS_PASSWORD_FILE"] == str(tmp_path / "auth" / "password")
+    password = resolve_env(manifest.deployment("api").containers[0], manifest, {})
+    assert not any(password["APP_REDIS_PASSWORD"] in arg for arg in local)
     assert not any(name.startswith("APP_") for name in process_env)
 
     api = manifest.deployment("api").containers[0]
@@ -87,7 +91,7 @@ def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
         argv,
         api_env,
         ip="127.0.20.1",
-        ports={8000: 40002},
+        ports={8000: 40002, 9090: 40003},
         services=services,
         mounts=mounts,
         home=tmp_path,
@@ -102,8 +106,21 @@ def test_only_the_loopback_differences_are_overridden(tmp_path: Path) -> None:
     assert process_env["APP_ALLOWED_ORIGINS_FILE"] == str(
         tmp_path / "config" / "APP_ALLOWED_ORIGINS"
     )
+    # The metrics port is a container port too: it moves with the others.
+    assert (api_env["APP_METRICS_PORT"], process_env["APP_METRICS_PORT"]) == ("9090", "40003")
     changed = {k for k in api_env if api_env[k] != process_env[k]}
-    assert changed == {"APP_REDIS_URL", "APP_ALLOWED_ORIGINS_FILE"}
+    assert changed == {"APP_REDIS_URL", "APP_ALLOWED_ORIGINS_FILE", "APP_METRICS_PORT"}
+
+
+def test_the_probes_the_harness_waits_on_are_on_the_metrics_port() -> None:
+    api = rendered().deployment("api").containers[0]
+    probes = {"startup": api.startup_probe, "readiness": api.readiness_probe}
+    assert {kind: (p.kind, p.port, p.path) for kind, p in probes.items() if p} == {
+        "startup": ("http", "metrics", "/healthz"),
+        "readiness": ("http", "metrics", "/readyz"),
+    }
+    # A container port of its own, which the harness maps like any other.
+    assert api.port_number("metrics") == 9090 != api.port_number("http")
 
 
 def test_the_program_is_named_by_its_module_under_python() -> None:
@@ -203,12 +220,15 @@ def test_the_container_runtime_translates_the_pod_spec_to_docker_flags(tmp_path:
     argv = expand_all([*api.containers[0].command, *api.containers[0].args], api_env)
     services = {("gatehouse-redis", 6379): ("127.0.30.1", 40001)}
     local, variables = localise_in_container(
-        argv, api_env, ip="127.0.20.1", ports={8000: 40002}, services=services
+        argv, api_env, ip="127.0.20.1", ports={8000: 40002, 9090: 40003}, services=services
     )
     # The image's python; the real mount path; only the address, port and Service change.
     assert local == [{"0.0.0.0": "127.0.20.1", "8000": "40002"}.get(a, a) for a in argv]
     assert variables["APP_ALLOWED_ORIGINS_FILE"] == "/etc/gatehouse/APP_ALLOWED_ORIGINS"
-    assert {k for k in api_env if api_env[k] != variables[k]} == {"APP_REDIS_URL"}
+    assert {k for k in api_env if api_env[k] != variables[k]} == {
+        "APP_REDIS_URL",
+        "APP_METRICS_PORT",
+    }
 
     args = create_args(
         name="n",

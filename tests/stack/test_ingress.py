@@ -1,10 +1,12 @@
-"""Through nginx as the ingress: one shared limit, per-client budgets, per-namespace CORS."""
+"""Through nginx as the ingress: one shared limit, per-client budgets, per-namespace CORS,
+and no way to the probes or the metrics."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from stack import Stack
 from tests.stack.conftest import (
@@ -13,6 +15,7 @@ from tests.stack.conftest import (
     CLIENT_DIRECT,
     burst,
     client,
+    management,
     search_counts,
     statuses,
     wait_for_fresh_window,
@@ -146,3 +149,67 @@ def test_unknown_host_gets_the_default_backend(pair: Stack) -> None:
         response = session.get("/whoami", headers={"Host": "unknown.localtest"})
     assert response.status_code == 404
     assert "x-request-id" not in response.headers  # nginx answered, no replica was reached
+
+
+MANAGEMENT_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def spellings(path: str) -> list[str]:
+    """``path`` as written, and as a client might write it to reach the same route (the
+    server decodes %xx; a trailing slash, a query or a doubled slash change nothing)."""
+    name = path.lstrip("/")
+    return [path, f"{path}/", f"{path}?format=json", f"/{path}", f"/%{ord(name[0]):02x}{name[1:]}"]
+
+
+def test_health_and_metrics_answer_on_the_management_port_only(flushed: Stack) -> None:
+    stack = flushed
+    pods = [pod for env in stack.envs for pod in stack.pods(env)]
+    routed = [stack.host(env) for env in stack.envs]
+    # Names nginx does not route (its default backend), and what a kubelet or a scraper
+    # would send: an address, localhost.
+    other_hosts = ["unknown.localtest", stack.ingress_ip, pods[0].ip, "localhost"]
+    answered: Counter[tuple[str, int]] = Counter()
+    with client(stack) as session:
+        for host in [*routed, *other_hosts]:
+            for path in MANAGEMENT_PATHS:
+                for spelling in spellings(path):
+                    response = session.get(spelling, headers={"Host": host})
+                    where = f"Host {host} GET {spelling}: {response.status_code} {response.text}"
+                    assert response.status_code == 404, where
+                    # A routed host reaches a replica, which refuses on its serving port;
+                    # any other host stops at nginx.
+                    reached_replica = "x-request-id" in response.headers
+                    assert reached_replica == (host in routed), where
+                    answered[("replica" if reached_replica else "nginx", response.status_code)] += 1
+    print(f"\nprobe and metrics paths through the ingress, by who answered: {dict(answered)}")
+
+    # Bypassing the ingress changes nothing: the serving port has no such routes.
+    replica = pods[0]
+    transport = httpx.HTTPTransport(local_address=CLIENT_DIRECT)
+    with httpx.Client(transport=transport, timeout=10) as session:
+        for path in MANAGEMENT_PATHS:
+            response = session.get(
+                f"http://{replica.ip}:{replica.port('http')}{path}",
+                headers={"Host": stack.host(replica.env)},
+            )
+            assert response.status_code == 404, f"{path}: {response.text}"
+
+    # The management port answers them, on every replica of both namespaces, for a caller
+    # sending Host = the pod's address as the kubelet does. Stack.up waited on the rendered
+    # probes there (startup /healthz, readiness /readyz on port `metrics`): on port `http`
+    # they would have met the 404s above and no pod would have become ready.
+    for pod in pods:
+        assert pod.port("metrics") != pod.port("http")
+        live = management(pod, "/healthz")
+        assert (live.status_code, live.json()) == (200, {"status": "ok"}), pod.name
+        ready = management(pod, "/readyz")
+        assert ready.status_code == 200, pod.name
+        assert ready.json()["status"] == "ready" and ready.json()["redis"] == "ok"
+        metrics = management(pod, "/metrics")
+        assert metrics.status_code == 200 and metrics.headers["content-type"].startswith(
+            "text/plain"
+        )
+        families = {family.name for family in text_string_to_metric_families(metrics.text)}
+        assert "gatehouse_http_requests" in families, sorted(families)
+        # ... and nothing else: the management port is no second way into the API.
+        assert management(pod, "/whoami").status_code == 404, pod.name

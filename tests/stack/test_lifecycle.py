@@ -109,7 +109,9 @@ def test_make_stack_command_stops_cleanly_on_a_signal(signum: int) -> None:
         url, logs = ingress.split()[2], Path(ingress.split("logs ")[1].strip())
         root = logs.parent.parent
         host = next(line.split("(Host ")[1].split()[0] for line in output if "(Host " in line)
-        assert httpx.get(f"{url}/healthz", headers={"Host": host}, timeout=5).status_code == 200
+        # A routed path: the probe paths are on the pods' management port, never routed.
+        whoami = httpx.get(f"{url}/whoami", headers={"Host": host}, timeout=5)
+        assert whoami.status_code == 200 and whoami.json()["host"] == host
         assert "curl -si --resolve" in text and "Origin: " in text and "seq 11" in text
         children = processes_under(root)
         assert len(children) >= 7

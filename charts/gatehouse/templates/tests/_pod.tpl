@@ -29,8 +29,7 @@ spec:
   {{- end }}
   securityContext:
     runAsNonRoot: true
-    runAsUser: {{ $.Values.runAsUser }}
-    runAsGroup: {{ $.Values.runAsGroup }}
+    {{- with include "gatehouse.podIdentity" (dict "identity" $.Values "fsGroup" false) | trim }}{{ . | nindent 4 }}{{ end }}
     seccompProfile:
       type: RuntimeDefault
   containers:
@@ -43,8 +42,7 @@ spec:
         {{- toYaml .args | nindent 8 }}
       securityContext:
         {{- include "gatehouse.restrictedContainerSecurityContext" $ | nindent 8 }}
-        runAsUser: {{ $.Values.runAsUser }}
-        runAsGroup: {{ $.Values.runAsGroup }}
+        {{- with include "gatehouse.podIdentity" (dict "identity" $.Values "fsGroup" false) | trim }}{{ . | nindent 8 }}{{ end }}
       resources:
         {{- toYaml $.Values.tests.resources | nindent 8 }}
       volumeMounts:

@@ -34,7 +34,7 @@ SEARCH_PATH = "/search"
 INFRASTRUCTURE_TAG = "infrastructure"
 
 # (ready, body): what /readyz answers; the service decides from its storage's state.
-Readiness = Callable[[], Awaitable[tuple[bool, dict[str, str]]]]
+Readiness = Callable[[], Awaitable[tuple[bool, dict[str, str | int]]]]
 Job = Callable[[], Coroutine[Any, Any, None]]
 
 
@@ -183,24 +183,27 @@ def create_api(
         return Response(status_code=204)
 
     # Declared after the API routes: the router tries routes in order, and the API's
-    # take thousands of requests for each probe or scrape.
-    @app.get("/healthz", tags=[INFRASTRUCTURE_TAG])
-    @limiter.exempt
-    async def healthz(request: Request) -> dict[str, str]:
-        """Liveness: the process answers. Touches nothing else, Redis least of all."""
-        return {"status": "ok"}
+    # take thousands of requests for each probe or scrape. With a management port
+    # (APP_METRICS_PORT) they are served there instead (``gatehouse.management``).
+    if settings.metrics_port is None:
 
-    @app.get("/readyz", tags=[INFRASTRUCTURE_TAG])
-    @limiter.exempt
-    async def readyz(request: Request) -> JSONResponse:
-        """Readiness, with the rate-limit storage's state (``readiness`` decides)."""
-        ready, body = await readiness()
-        return JSONResponse(body, status_code=200 if ready else 503)
+        @app.get("/healthz", tags=[INFRASTRUCTURE_TAG])
+        @limiter.exempt
+        async def healthz(request: Request) -> dict[str, str]:
+            """Liveness: the process answers. Touches nothing else, Redis least of all."""
+            return {"status": "ok"}
 
-    @app.get("/metrics", include_in_schema=False, tags=[INFRASTRUCTURE_TAG])
-    @limiter.exempt
-    async def prometheus_metrics(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        @app.get("/readyz", tags=[INFRASTRUCTURE_TAG])
+        @limiter.exempt
+        async def readyz(request: Request) -> JSONResponse:
+            """Readiness, with the rate-limit storage's state (``readiness`` decides)."""
+            ready, body = await readiness()
+            return JSONResponse(body, status_code=200 if ready else 503)
+
+        @app.get("/metrics", include_in_schema=False, tags=[INFRASTRUCTURE_TAG])
+        @limiter.exempt
+        async def prometheus_metrics(request: Request) -> Response:
+            return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/whoami")
     async def whoami(request: Request) -> dict[str, Any]:

@@ -102,6 +102,17 @@ class Metrics:
             "1 while checks use the local fallback because Redis is unavailable.",
             registry=self.registry,
         )
+        self.ratelimit_peers = Gauge(
+            "gatehouse_ratelimit_peers",
+            "Processes sharing the rate limit, as last learned through Redis (APP_REPLICAS "
+            "until the first heartbeat answers): the open-mode fallback divides by it.",
+            registry=self.registry,
+        )
+        self.ratelimit_peer_heartbeat_errors = Counter(
+            "gatehouse_ratelimit_peer_heartbeat_errors",
+            "Peer-registry heartbeats Redis failed to answer (the count learned before holds).",
+            registry=self.registry,
+        )
         self.cors_rejections = Counter(
             "gatehouse_cors_rejections",
             "Requests whose Origin is not on the allowlist.",

@@ -10,12 +10,17 @@ from __future__ import annotations
 import gc
 import logging
 
+from starlette.types import ASGIApp
+
 from .app import Api, Job, create_api
 from .config_reload import ConfigWatcher
 from .edge import Edge
 from .logs import configure_logging
+from .management import ManagementApp, PortSplit
 from .metrics import Metrics
+from .middleware.security_headers import security_headers
 from .ratelimit.failover import FailoverStore
+from .ratelimit.peers import PEERS_SCRIPT, PeerRegistry
 from .ratelimit.redis_store import RedisWindowStore, connect_runner
 from .settings import ConfigError, Settings, load_proxy_settings, load_settings
 from .startup_checks import StartupCheckError, check_redis_tls
@@ -51,6 +56,27 @@ def create_app(settings: Settings | None = None) -> Edge:
     return edge
 
 
+def create_server_app(settings: Settings | None = None) -> ASGIApp:
+    """What ``python -m gatehouse`` serves: ``create_app``'s edge and, with a management
+    port (APP_METRICS_PORT), the management app beside it (``with_management_port``)."""
+    if settings is None:
+        settings = load_settings()
+    return with_management_port(create_app(settings), settings)
+
+
+def with_management_port(edge: Edge, settings: Settings) -> ASGIApp:
+    """``edge`` alone, or split by local port with the management app on
+    ``settings.metrics_port`` (the process must listen on both: ``python -m gatehouse``)."""
+    if settings.metrics_port is None:
+        return edge
+    management = ManagementApp(
+        edge.metrics,
+        readiness=lambda: readiness(edge.store),
+        headers=security_headers(settings.referrer_policy),
+    )
+    return PortSplit(edge, management, settings.metrics_port)
+
+
 def build_service(settings: Settings) -> Edge:
     """The whole service for ``settings``: the FastAPI app wrapped in the edge.
 
@@ -58,6 +84,7 @@ def build_service(settings: Settings) -> Edge:
     """
     metrics = Metrics()
     primary = None
+    peers = None
     if settings.redis_url:
         runner = connect_runner(
             settings.redis_url,
@@ -67,6 +94,13 @@ def build_service(settings: Settings) -> Edge:
             ca_file=settings.redis_ca_file,
         )
         primary = RedisWindowStore(runner, observe_latency=metrics.hot_path.observe_redis)
+        peers = PeerRegistry(
+            runner.script(PEERS_SCRIPT),
+            interval=settings.peer_heartbeat_interval,
+            estimate=settings.replicas,
+            logger=logging.getLogger("gatehouse.ratelimit"),
+            on_error=metrics.ratelimit_peer_heartbeat_errors.inc,
+        )
     store = FailoverStore(
         primary,
         mode=settings.rate_limit_failure_mode,
@@ -78,6 +112,17 @@ def build_service(settings: Settings) -> Edge:
     )
     background: list[Job] = []
     on_shutdown: list[Job] = [primary.close] if primary is not None else []
+    # Memory only: no fallback, no division; this process is the only counter.
+    metrics.ratelimit_peers.set(store.replicas if peers is not None else 1)
+    if peers is not None:
+
+        def follow_peers(count: int) -> None:
+            store.use_replicas(count)
+            metrics.ratelimit_peers.set(store.replicas)
+
+        peers.on_count = follow_peers
+        background.append(peers.run)
+        on_shutdown.insert(0, peers.leave)  # before the connection closes
     api: Api = create_api(
         settings,
         metrics,
@@ -97,21 +142,23 @@ def build_service(settings: Settings) -> Edge:
     return edge
 
 
-async def readiness(store: FailoverStore) -> tuple[bool, dict[str, str]]:
-    """Ready, with the rate-limit storage's state.
+async def readiness(store: FailoverStore) -> tuple[bool, dict[str, str | int]]:
+    """Ready once started, with the rate-limit storage's state in the body.
 
-    Mode ``open`` serves through a Redis outage, so the pod stays ready; mode
-    ``closed`` refuses limited requests then, so it reports not ready.
+    A Redis outage never makes a pod unready, in either failure mode: every pod shares
+    the one Redis, so all of them would leave the Service at once and browsers would get
+    the ingress's bare 503, without CORS. The API answers instead: in mode ``open`` by
+    counting on its own, in mode ``closed`` with its own 503, ``Retry-After`` and CORS.
     """
     if store.primary is None:
         return True, {"status": "ready", "redis": "disabled", "rate_limit": "memory"}
     redis_ok = await store.primary.ping()
-    ready = redis_ok or store.mode == "open"
-    return ready, {
-        "status": "ready" if ready else "unavailable",
+    return True, {
+        "status": "ready",
         "redis": "ok" if redis_ok else "unavailable",
         "rate_limit": "shared" if store.shared else "fallback",
         "failure_mode": store.mode,
+        "peers": store.replicas,  # the open-mode fallback's divisor (``ratelimit.peers``)
     }
 
 

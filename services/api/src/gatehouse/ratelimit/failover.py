@@ -25,8 +25,10 @@ class LimitUnavailable(Exception):
 class FailoverStore:
     """The shared Redis while it answers; a declared behaviour while it does not.
 
-    - ``open``: each replica counts on its own with the limit divided by the replica
-      count, so the deployment as a whole stays near the limit.
+    - ``open``: each replica counts on its own with the limit divided by ``replicas``,
+      so the deployment as a whole stays near the limit. ``replicas`` starts as the
+      estimate (APP_REPLICAS) and follows the peer registry while Redis answers
+      (``peers``, through ``use_replicas``); during an outage the last count holds.
     - ``closed``: every limited request is refused with 503 and ``Retry-After``.
 
     After a failure, Redis is not asked again for ``retry_interval`` seconds (no
@@ -61,6 +63,10 @@ class FailoverStore:
         self.down_since: float | None = None
         self.next_attempt = 0.0
         self.probing = False
+
+    def use_replicas(self, count: int) -> None:
+        """Divide by ``count`` from now on (never below 1): the peers last learned."""
+        self.replicas = max(1, count)
 
     @property
     def shared(self) -> bool:

@@ -81,9 +81,13 @@ class Settings(BaseSettings):
     rate_limit_exempt_cidrs: Annotated[list[str], NoDecode] = []
     # Unsafe requests from a page on a site outside the allowlist: refuse, shadow or off.
     cross_site_policy: Literal["refuse", "shadow", "off"] = "refuse"
+    # The open-mode fallback's divisor until the peer registry answers (then it follows
+    # the processes registered in Redis, ``ratelimit/peers.py``).
     replicas: int = Field(default=1, ge=1, le=10000)
     # Seconds between attempts to return to Redis after it failed.
     redis_retry_interval: float = Field(default=1.0, gt=0, le=60)
+    # Seconds between peer-registry heartbeats; a process silent for three is dropped.
+    peer_heartbeat_interval: float = Field(default=5.0, ge=0.1, le=60)
 
     # Request size and time limits. A production API's choices, each with its reason
     # in server_protocol.py and middleware/request_body.py: 1 MiB of body (nginx's
@@ -99,6 +103,9 @@ class Settings(BaseSettings):
     # Process.
     host: str = "0.0.0.0"
     port: int = Field(default=8000, ge=1, le=65535)
+    # The management port: /healthz, /readyz and /metrics move there, off the port the
+    # Service routes, so no ingress can expose them. Unset: served on ``port``.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     environment: str = "local"
     log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     access_log: bool = True
@@ -228,6 +235,15 @@ class Settings(BaseSettings):
             raise ValueError(f"APP_ALLOWED_ORIGINS_FILE: {error}") from None
         # frozen: set through object.__setattr__, once, while validating.
         object.__setattr__(self, "allowed_origins", origins)
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_port_apart(self) -> Settings:
+        if self.metrics_port == self.port:
+            raise ValueError(
+                f"APP_METRICS_PORT: {self.metrics_port} is the serving port (APP_PORT);"
+                " the management port must be another"
+            )
         return self
 
     @model_validator(mode="after")
