@@ -46,6 +46,9 @@ GATEHOUSE_ENV = {
     "APP_ALLOWED_ORIGINS": ALLOWED_ORIGIN,
     "APP_ACCESS_LOG": "false",
     "APP_LOG_LEVEL": "warning",
+    # No peer registry: its heartbeat (one script call per process every 5 s) is background
+    # work, and the table counts Redis commands per request.
+    "APP_PEER_HEARTBEAT_INTERVAL": "0",
 }
 
 

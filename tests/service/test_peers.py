@@ -145,3 +145,15 @@ def test_a_failing_heartbeat_breaks_no_request_and_a_stopped_replica_leaves(
     second.stop()  # a graceful stop deregisters on its way out
     assert client.zcard(PEERS_KEY) == 1
     wait_for_peers([first], 1)
+
+
+def test_interval_zero_turns_the_registry_off(api_server, own_redis):
+    # The benchmarks' setting: no heartbeat, the fallback divides by APP_REPLICAS as is.
+    server = api_server(
+        {"APP_REDIS_URL": own_redis.url, "APP_PEER_HEARTBEAT_INTERVAL": "0", "APP_REPLICAS": "4"}
+    )
+    assert httpx.get(f"{server.url}/search?q=x", timeout=5).status_code == 200
+    assert own_redis.client().exists(PEERS_KEY) == 0
+    # The divisor stays the estimate: nothing registers to change it.
+    assert peers(server) == 4
+    assert metric(server, "gatehouse_ratelimit_peers") == 4.0

@@ -211,7 +211,8 @@ async def test_the_fallback_divides_by_the_count_in_force():
 def test_the_heartbeat_interval_setting():
     assert load_settings().peer_heartbeat_interval == 5.0
     assert load_settings(peer_heartbeat_interval=0.2).peer_heartbeat_interval == 0.2
-    for bad in (0.05, 0, 61):
+    assert load_settings(peer_heartbeat_interval=0).peer_heartbeat_interval == 0  # off
+    for bad in (0.05, -1, 61):
         with pytest.raises(
             ConfigError, match=f"^invalid configuration: APP_PEER_HEARTBEAT_INTERVAL = {bad}: "
         ):

@@ -94,13 +94,14 @@ def build_service(settings: Settings) -> Edge:
             ca_file=settings.redis_ca_file,
         )
         primary = RedisWindowStore(runner, observe_latency=metrics.hot_path.observe_redis)
-        peers = PeerRegistry(
-            runner.script(PEERS_SCRIPT),
-            interval=settings.peer_heartbeat_interval,
-            estimate=settings.replicas,
-            logger=logging.getLogger("gatehouse.ratelimit"),
-            on_error=metrics.ratelimit_peer_heartbeat_errors.inc,
-        )
+        if settings.peer_heartbeat_interval > 0:  # 0: APP_REPLICAS is the count, fixed
+            peers = PeerRegistry(
+                runner.script(PEERS_SCRIPT),
+                interval=settings.peer_heartbeat_interval,
+                estimate=settings.replicas,
+                logger=logging.getLogger("gatehouse.ratelimit"),
+                on_error=metrics.ratelimit_peer_heartbeat_errors.inc,
+            )
     store = FailoverStore(
         primary,
         mode=settings.rate_limit_failure_mode,
@@ -113,7 +114,7 @@ def build_service(settings: Settings) -> Edge:
     background: list[Job] = []
     on_shutdown: list[Job] = [primary.close] if primary is not None else []
     # Memory only: no fallback, no division; this process is the only counter.
-    metrics.ratelimit_peers.set(store.replicas if peers is not None else 1)
+    metrics.ratelimit_peers.set(store.replicas if primary is not None else 1)
     if peers is not None:
 
         def follow_peers(count: int) -> None:

@@ -87,7 +87,8 @@ class Settings(BaseSettings):
     # Seconds between attempts to return to Redis after it failed.
     redis_retry_interval: float = Field(default=1.0, gt=0, le=60)
     # Seconds between peer-registry heartbeats; a process silent for three is dropped.
-    peer_heartbeat_interval: float = Field(default=5.0, ge=0.1, le=60)
+    # 0 turns the registry off: the fallback divides by APP_REPLICAS as it is.
+    peer_heartbeat_interval: float = Field(default=5.0, ge=0, le=60)
 
     # Request size and time limits. A production API's choices, each with its reason
     # in server_protocol.py and middleware/request_body.py: 1 MiB of body (nginx's
@@ -236,6 +237,13 @@ class Settings(BaseSettings):
         # frozen: set through object.__setattr__, once, while validating.
         object.__setattr__(self, "allowed_origins", origins)
         return self
+
+    @field_validator("peer_heartbeat_interval")
+    @classmethod
+    def _heartbeat_off_or_sane(cls, seconds: float) -> float:
+        if 0 < seconds < 0.1:
+            raise ValueError("0 (off) or 0.1 to 60 seconds")
+        return seconds
 
     @model_validator(mode="after")
     def _metrics_port_apart(self) -> Settings:
