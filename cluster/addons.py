@@ -26,6 +26,12 @@ from cluster.layout import CLUSTER_DOMAIN, DNS_SERVICE_IP, NODE_IP
 # the Service's DNAT), and charts allow DNS egress on 53. A non-root process may bind it
 # through the namespaced, "safe" sysctl below.
 COREDNS_PORT = 53
+# What Pod Security "restricted" asks of each add-on container beyond its pod's context.
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+}
 
 COREFILE = f"""\
 .:{COREDNS_PORT} {{
@@ -138,11 +144,7 @@ def coredns(image: str) -> list[dict[str, Any]]:
                                     "requests": {"cpu": "50m", "memory": "32Mi"},
                                     "limits": {"memory": "128Mi"},
                                 },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                    "readOnlyRootFilesystem": True,
-                                },
+                                "securityContext": RESTRICTED_CONTAINER,
                                 "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
                             }
                         ],
@@ -439,11 +441,7 @@ def traefik(image: str) -> list[dict[str, Any]]:
                                     "requests": {"cpu": "50m", "memory": "64Mi"},
                                     "limits": {"memory": "256Mi"},
                                 },
-                                "securityContext": {
-                                    "allowPrivilegeEscalation": False,
-                                    "capabilities": {"drop": ["ALL"]},
-                                    "readOnlyRootFilesystem": True,
-                                },
+                                "securityContext": RESTRICTED_CONTAINER,
                                 "volumeMounts": [{"name": "config", "mountPath": "/etc/traefik"}],
                             }
                         ],

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cluster.layout import MODULES, Layout
 
@@ -246,30 +247,28 @@ def build_pause(layout: Layout) -> Path:
     return out
 
 
-def module_dir(component: str, module: str) -> Path:
-    """Where Go unpacked the pinned module (downloaded first when missing)."""
+def go_module_json(component: str, *command: str) -> dict[str, Any]:
+    """A ``go ... -json`` command's answer, run in the component's pinned module."""
     done = subprocess.run(
-        ["go", "mod", "download", "-json", module],
+        ["go", *command],
         cwd=MODULES / component,
         env=go_env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    return Path(json.loads(done.stdout)["Dir"])
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def module_dir(component: str, module: str) -> Path:
+    """Where Go unpacked the pinned module (downloaded first when missing)."""
+    return Path(go_module_json(component, "mod", "download", "-json", module)["Dir"])
 
 
 def module_time(component: str, module: str) -> str:
     """When the pinned version of ``module`` was published (``go list -m``'s Time)."""
-    done = subprocess.run(
-        ["go", "list", "-m", "-json", module],
-        cwd=MODULES / component,
-        env=go_env(),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return str(json.loads(done.stdout)["Time"])
+    return str(go_module_json(component, "list", "-m", "-json", module)["Time"])
 
 
 def build_all(layout: Layout) -> dict[str, Path]:
