@@ -52,8 +52,8 @@ test: $(VENV_STAMP) system-deps ## set up everything and run every layer, the cl
 	scripts/with-cluster $(PYTEST) tests
 
 .PHONY: bench
-bench: $(VENV_STAMP) system-deps ## benchmarks side by side (bare, lesson, Gatehouse) -> bench/results/
-	@scripts/ensure-system-deps wrk
+bench: $(VENV_STAMP) system-deps ## one interleaved run: bare, floor, peer stack, lesson, Gatehouse; throughput, memory, open-loop latency, instructions -> bench/results/
+	@scripts/ensure-system-deps wrk valgrind
 	$(PY) -m bench.run
 
 .PHONY: bench-profile

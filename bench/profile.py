@@ -47,32 +47,27 @@ from bench.run import GATEHOUSE_APP, GATEHOUSE_ENV, ROOT, SEARCH, Server, comman
 
 CONCURRENCY = 32  # requests in flight per round, as wrk's 32 connections
 WARMUP_ROUNDS = 50
-# The edge from the inside out, as gatehouse.edge composes it (attribute ``app`` leads
-# inward). The HTTPS redirect is off by default, so it is not in the chain.
-# Innermost first, as gatehouse.edge.build_chain composes them; Edge is the switch a
-# reload replaces the chain behind.
-LAYERS = (
-    "RateLimitMiddleware",
-    "CrossSiteRequestMiddleware",
-    "TrustedHostMiddleware",
-    "RequestBodyMiddleware",
-    "CORSMiddleware",
-    "SingleHeaderMiddleware",
-    "RequestContextMiddleware",
-    "SecurityHeadersMiddleware",
-    "Edge",
-)
-
-
 # --- 2. layers, in process -----------------------------------------------------------
 
 
 def _edge_chain(app: object) -> list[object]:
-    """The edge's layers from the outside in, ending with the FastAPI app."""
+    """The edge's layers from the outside in, ending with the FastAPI app.
+
+    Read from the app the factory builds, not from a list kept here: the edge's
+    composition changes (attribute ``app`` leads inward, as ASGI layers name it; the
+    FastAPI app has none).
+    """
     chain = [app]
-    while type(chain[-1]).__name__ in LAYERS:
-        chain.append(chain[-1].app)  # type: ignore[attr-defined]
+    while hasattr(chain[-1], "app"):
+        chain.append(chain[-1].app)
     return chain
+
+
+def edge_layers(env: dict[str, str]) -> list[str]:
+    """The names of the edge's layers, innermost first, as a worker process sees them."""
+    command = [sys.executable, "-m", "bench.profile", "--list-layers"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return list(json.loads(done.stdout))
 
 
 class DoNothingLayer:
@@ -98,7 +93,8 @@ class SendWrapperLayer(DoNothingLayer):
 def _worker_app(config: str) -> object:
     """The ASGI app a worker drives.
 
-    ``bare``, ``bare+16-headers`` and ``floor`` (the bench servers of those names);
+    ``bare``, ``bare+headers``, ``floor`` and ``gatehouse`` (the bench servers of those
+    names; ``gatehouse`` is the whole service as its factory builds it);
     ``gatehouse:<layer>``, Gatehouse entered at that layer (``FastAPI``: the app
     without its edge); ``gatehouse-default-gc``, the whole edge with CPython's default
     collector settings instead of Gatehouse's; ``do-nothing-layer`` and
@@ -124,8 +120,9 @@ def _worker_app(config: str) -> object:
 
 APPS = {
     "bare": "bench.apps.bare:app",
-    "bare+16-headers": "bench.apps.bare_headers:app",
+    "bare+headers": "bench.apps.bare_headers:app",
     "floor": "bench.apps.floor:app",
+    "gatehouse": "gatehouse.service:create_app",
     "gatehouse-default-gc": "bench.apps.gatehouse_default_gc:create_app",
 }
 REQUEST = b"GET /search?q=x HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -240,26 +237,38 @@ def _run_worker(config: str, rounds: int, env: dict[str, str], valgrind: bool) -
     return float(done.stdout.split("cpu_seconds=")[1])
 
 
+def cost_per_request(config: str, rounds: int, env: dict[str, str], valgrind: bool) -> float:
+    """Instructions per request (valgrind), else CPU microseconds per request.
+
+    Under valgrind, the difference between a long and a short run, so start-up and
+    imports (most of a run's instructions) cancel out.
+    """
+    if valgrind:
+        short = max(2, rounds // 6)
+        long_run = _run_worker(config, rounds, env, True)
+        return (long_run - _run_worker(config, short, env, True)) / ((rounds - short) * CONCURRENCY)
+    return _run_worker(config, rounds, env, False) / (rounds * CONCURRENCY) * 1e6
+
+
 def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow]:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("APP_")}
     base_env.update(GATEHOUSE_ENV)
     # What the contract costs before any logic: the header fields, then one check.
     plans: list[tuple[str, str, str]] = [
         ("contract", "bare", "bare FastAPI, the same route"),
-        ("contract", "bare+16-headers", "+ the 16 header fields, as constants"),
+        ("contract", "bare+headers", "+ the header fields, as constants"),
         ("contract", "floor", "+ one Redis check (the benchmark's floor)"),
         ("memory", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"),
     ]
-    plans += [("memory", f"gatehouse:{layer}", f"+ {layer}") for layer in LAYERS]
+    layers = edge_layers(base_env)
+    plans += [("memory", f"gatehouse:{layer}", f"+ {layer}") for layer in layers]
     plans.append(("redis", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
-    plans += [("redis", f"gatehouse:{layer}", f"+ {layer}") for layer in LAYERS]
+    plans += [("redis", f"gatehouse:{layer}", f"+ {layer}") for layer in layers]
     plans.append(("redis", "gatehouse-default-gc", "the whole edge, CPython's default GC"))
     # What the composition itself costs, each compared with the app alone.
     plans.append(("scaffolding", "gatehouse:FastAPI", "Gatehouse's FastAPI app, no edge"))
     plans.append(("scaffolding", "do-nothing-layer", "+ one layer that only passes it on"))
     plans.append(("scaffolding", "send-wrapper-layer", "+ one layer that only wraps send"))
-
-    short = max(2, rounds // 6)
 
     def cost(plan: tuple[str, str, str]) -> float:
         storage, config, _label = plan
@@ -267,12 +276,7 @@ def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow
         if storage == "redis":
             env["APP_REDIS_URL"] = redis_url
         env["BENCH_REDIS_URL"] = redis_url  # the floor's own check
-        if valgrind:
-            long_run = _run_worker(config, rounds, env, True)
-            return (long_run - _run_worker(config, short, env, True)) / (
-                (rounds - short) * CONCURRENCY
-            )
-        return _run_worker(config, rounds, env, False) / (rounds * CONCURRENCY) * 1e6
+        return cost_per_request(config, rounds, env, valgrind)
 
     # Instruction counts do not depend on what else runs: use every core. CPU time does.
     with ThreadPoolExecutor(max_workers=(os.cpu_count() or 1) if valgrind else 1) as pool:
@@ -297,9 +301,9 @@ def measure_layers(redis_url: str, rounds: int, valgrind: bool) -> list[LayerRow
 
 # What each server adds to: one component per row.
 SERVER_REFERENCE = {
-    "bare+16-headers": "bare",  # the header volume
-    "bare+16-headers+redis-check": "bare+16-headers",  # one Redis check, nothing else
-    "gatehouse-memory": "bare+16-headers",  # the edge's logic
+    "bare+headers": "bare",  # the header volume
+    "floor": "bare+headers",  # one Redis check, nothing else
+    "gatehouse-memory": "bare+headers",  # the edge's logic
     "gatehouse-redis": "gatehouse-memory",  # the shared counter instead of the local one
 }
 
@@ -318,8 +322,8 @@ def measure_servers(rounds: int, duration: float) -> list[ServerRow]:
     url = redis.url
     servers = [
         Server("bare", "bench.apps.bare:app", {}),
-        Server("bare+16-headers", "bench.apps.bare_headers:app", {}),
-        Server("bare+16-headers+redis-check", "bench.apps.floor:app", {"BENCH_REDIS_URL": url}, redis),
+        Server("bare+headers", "bench.apps.bare_headers:app", {}),
+        Server("floor", "bench.apps.floor:app", {"BENCH_REDIS_URL": url}, redis),
         Server("gatehouse-memory", GATEHOUSE_APP, dict(GATEHOUSE_ENV)),
         Server("gatehouse-redis", GATEHOUSE_APP, {**GATEHOUSE_ENV, "APP_REDIS_URL": url}, redis),
     ]  # fmt: skip
@@ -520,6 +524,7 @@ def write_report(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", nargs=2, metavar=("CONFIG", "ROUNDS"), help=argparse.SUPPRESS)
+    parser.add_argument("--list-layers", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--server-rounds", type=int, default=7)
     parser.add_argument("--server-duration", type=float, default=2.0)
@@ -532,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker[0], int(args.worker[1]))
+        return 0
+    if args.list_layers:
+        from gatehouse.service import create_app
+
+        names = [type(layer).__name__ for layer in _edge_chain(create_app())[:-1]]
+        print(json.dumps(names[::-1]))
         return 0
     sections = set(args.sections.split(","))
     valgrind = shutil.which("valgrind") is not None and not args.no_valgrind

@@ -1,8 +1,9 @@
-"""Bare FastAPI plus the response headers Gatehouse sends, as constants.
+"""Bare FastAPI plus the response headers Gatehouse sends on a JSON answer, as constants.
 
 It separates what the edge's work costs from what the header volume costs: the same
-16 header fields Gatehouse adds to ``GET /search`` (security, rate limit, ``Vary``,
-``X-Request-ID``), each written and parsed on every response, but no logic behind them.
+11 header fields Gatehouse adds to ``GET /search`` over plain http (the JSON security
+block, rate limit, ``Vary``, ``X-Request-ID``), each written and parsed on every
+response, but no logic behind them.
 """
 
 from __future__ import annotations
@@ -21,18 +22,6 @@ GATEHOUSE_LIKE_HEADERS = [
     (b"x-request-id", b"0123456789abcdef0000000001"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (
-        b"permissions-policy",
-        b"accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), "
-        b"fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), "
-        b"payment=(), picture-in-picture=(), publickey-credentials-get=(), screen-wake-lock=(), "
-        b"sync-xhr=(), usb=(), xr-spatial-tracking=(), clipboard-read=(), clipboard-write=(), "
-        b"hid=(), idle-detection=(), serial=()",
-    ),
-    (b"x-permitted-cross-domain-policies", b"none"),
     (b"cache-control", b"no-store"),
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 ]

@@ -1,6 +1,6 @@
 """The floor under any edge that honours Gatehouse's contract: headers and one Redis check.
 
-Bare FastAPI (the same route) plus the 16 header fields Gatehouse must add, as
+Bare FastAPI (the same route) plus the 11 header fields Gatehouse must add, as
 constants, plus one rate-limit check per request through Gatehouse's own pipelined
 Redis client (``BENCH_REDIS_URL``), its answer ignored. No other logic: no host or
 origin check, no request id, no metrics. What this server loses to bare FastAPI, an

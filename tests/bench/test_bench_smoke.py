@@ -6,21 +6,38 @@ import json
 import shutil
 
 import pytest
-from bench.run import main
+from bench.run import OPEN_LOOP_SERVERS, Row, main, open_loop_rate
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed (make system-deps)"
 )
 
+RSS_REQUESTS = 2_000
+OPEN_LOOP_RATE = 200
+OPEN_LOOP_DURATION = 1.0
 
-def test_the_benchmark_runs_and_reports_every_server(tmp_path):
-    assert main(["--duration", "1", "--rounds", "1", "--out", str(tmp_path)]) == 0
-    data = json.loads((tmp_path / "results.json").read_text())
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    arguments = [
+        "--duration", "1", "--rounds", "1", "--out", str(out),
+        "--rss-requests", str(RSS_REQUESTS), "--rss-warm-requests", "200",
+        "--open-loop-rate", str(OPEN_LOOP_RATE), "--open-loop-duration", str(OPEN_LOOP_DURATION),
+        "--instruction-rounds", "6", "--no-valgrind",
+    ]  # fmt: skip
+    assert main(arguments) == 0
+    return json.loads((out / "results.json").read_text()), (out / "results.md").read_text(), out
+
+
+def test_every_server_is_measured_and_checks_redis_once_per_request(bench):
+    data, report, out = bench
     rows = {(row["scenario"], row["server"]): row for row in data["rows"]}
-    expected_servers = {
+    assert {server for scenario, server in rows if scenario == "throughput"} == {
         "bare",
-        "bare+16-headers",
-        "bare+16-headers+redis-check",
+        "bare+headers",
+        "floor",
+        "peer",
         "lesson-memory",
         "lesson-redis",
         "gatehouse-memory",
@@ -28,20 +45,96 @@ def test_the_benchmark_runs_and_reports_every_server(tmp_path):
         "gatehouse-redis-default-gc",
         "gatehouse-redis-3-windows",
     }
-    assert {server for scenario, server in rows if scenario == "throughput"} == expected_servers
     assert all(row["rps"] > 0 for row in rows.values())
-    assert (tmp_path / "results.png").stat().st_size > 0
-    assert "| throughput | gatehouse-redis |" in (tmp_path / "results.md").read_text()
-    # Behaviour, not speed: one script call per limited request, none for a preflight.
-    assert rows[("throughput", "gatehouse-redis")]["script_calls"] == pytest.approx(1.0, abs=0.05)
-    assert rows[("throughput", "gatehouse-redis-3-windows")]["script_calls"] == pytest.approx(
-        1.0, abs=0.05
-    )
+    assert (out / "results.png").stat().st_size > 0
+    assert "| throughput | gatehouse-redis |" in report
+    assert "| throughput | peer |" in report
+    # Behaviour, not speed: one script call per limited request, three windows included;
+    # the floor and the peer stack make the same single check.
+    for server in ("gatehouse-redis", "gatehouse-redis-3-windows", "floor", "peer"):
+        assert rows[("throughput", server)]["script_calls"] == pytest.approx(1.0, abs=0.05)
+        assert rows[("throughput", server)]["errors"] == 0
+    # A preflight never reaches Redis, in Gatehouse or in the peer stack.
     assert rows[("preflight", "gatehouse-redis")]["redis_commands"] == 0
-    # The floor server makes the same single check per request as Gatehouse.
-    assert rows[("throughput", "bare+16-headers+redis-check")]["script_calls"] == pytest.approx(
-        1.0, abs=0.05
-    )
-    assert rows[("throughput", "gatehouse-redis")]["errors"] == 0
+    assert rows[("preflight", "peer")]["redis_commands"] == 0
+    assert rows[("preflight", "peer")]["errors"] == 0
     # The pipelined client never needs more than one write per check.
     assert rows[("slow-redis", "gatehouse-redis-slow")]["round_trips"] <= 1.0
+    assert rows[("slow-redis", "peer-slow")]["script_calls"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_memory_is_read_around_a_counted_number_of_requests(bench):
+    data, report, _ = bench
+    memory = {row["server"]: row for row in data["memory"]}
+    assert set(memory) == {"bare", "floor", "peer", "gatehouse-redis"}
+    for row in memory.values():
+        assert row["idle_rss_mb"] > 0 and row["half_rss_mb"] > 0 and row["end_rss_mb"] > 0
+        assert row["growth_mb"] == pytest.approx(row["end_rss_mb"] - row["idle_rss_mb"])
+        # wrk stops each thread at its share; answers already in flight may add a few.
+        assert RSS_REQUESTS <= row["requests"] <= RSS_REQUESTS + 64
+        assert row["errors"] == 0
+    assert "## Memory" in report
+
+
+def test_open_loop_sends_exactly_the_schedule(bench):
+    data, report, _ = bench
+    rows = {row["server"]: row for row in data["open_loop"]}
+    assert list(rows) == list(OPEN_LOOP_SERVERS)
+    for server, row in rows.items():
+        assert row["rate"] == OPEN_LOOP_RATE
+        per_round = round(OPEN_LOOP_RATE * OPEN_LOOP_DURATION)
+        assert row["scheduled"] == row["sent"] == row["rounds"] * per_round, server
+        assert abs(row["sent"] - OPEN_LOOP_RATE * OPEN_LOOP_DURATION * row["rounds"]) <= 1
+        assert row["answered"] == row["sent"] and row["errors"] == 0, server
+        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"], server
+    for server in ("peer", "gatehouse-redis", "peer-slow", "gatehouse-redis-slow"):
+        assert rows[server]["script_calls"] == pytest.approx(1.0, abs=0.05)
+    assert rows["gatehouse-redis-slow"]["round_trips"] <= 1.0
+    assert rows["bare"]["script_calls"] is None
+    assert "## Latency at a fixed rate (open loop)" in report
+    assert f"Rate: {OPEN_LOOP_RATE} req/s, fixed" in report
+
+
+def test_instructions_are_counted_for_the_floor_and_gatehouse(bench):
+    data, report, _ = bench
+    counted = {row["server"]: row for row in data["instructions"]}
+    assert set(counted) == {"bare", "floor", "gatehouse-redis"}
+    assert all(row["per_request"] > 0 for row in counted.values())
+    assert counted["floor"]["x_floor"] == 1.0
+    # Without valgrind the same worker is timed instead, and the report says so.
+    assert {row["unit"] for row in counted.values()} == {"CPU us"}
+    assert "## CPU us per request" in report
+
+
+def test_the_report_opens_with_the_goals_computed_from_this_run(bench):
+    data, report, _ = bench
+    goals = data["goals"]
+    assert len(goals) == 5
+    assert all(goal["value"] is not None and goal["met"] in (True, False) for goal in goals)
+    head = report.split("## Throughput")[0]
+    for goal in goals:
+        verdict = "met" if goal["met"] else "**not met**"
+        assert f"| {goal['goal']} | {goal['shown']} | {verdict} |" in head
+    assert data["meta"]["headline"] in head
+    assert data["meta"]["cpu_model"] in head and f"{data['meta']['cores']} cores" in head
+    assert data["meta"]["date"] in head
+
+
+def _row(server: str, scenario: str, rps: float) -> Row:
+    return Row(
+        scenario=scenario, server=server, rps=rps, p50_ms=1, p99_ms=1, ratio=1, cpu_us=1,
+        cpu_ratio=1, redis_commands=None, script_calls=None, round_trips=None, errors=0,
+        peak_rss_mb=1, startup_s=1, generator="wrk", round_rps=[rps],
+    )  # fmt: skip
+
+
+def test_the_open_loop_rate_is_a_fraction_of_the_slowest_server_in_tens():
+    rows = [
+        _row("bare", "throughput", 6000),
+        _row("peer", "throughput", 2500),
+        _row("peer-slow", "slow-redis", 1234),
+        _row("peer", "preflight", 100),  # a refusal's rate is no saturated rate
+    ]
+    assert open_loop_rate(rows, ["bare", "peer", "peer-slow"], 0.5) == (610.0, "peer-slow", 1234)
+    with pytest.raises(SystemExit, match="gatehouse-redis"):
+        open_loop_rate(rows, ["bare", "gatehouse-redis"], 0.5)

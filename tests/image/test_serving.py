@@ -10,7 +10,7 @@ import pytest
 from .container import Container
 
 REFUSED_ORIGIN = "https://evil.example"
-SECURITY_HEADERS = ("x-content-type-options", "referrer-policy", "content-security-policy")
+SECURITY_HEADERS = ("x-content-type-options", "cache-control", "content-security-policy")
 
 
 @pytest.fixture(

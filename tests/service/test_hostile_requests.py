@@ -36,7 +36,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
     "cache-control": "no-store",
-    "referrer-policy": "no-referrer",
 }
 
 

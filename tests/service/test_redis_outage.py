@@ -41,6 +41,8 @@ def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
 
     own_redis.start()  # same port, empty: counters were not persisted
     started = time.monotonic()
+    # A bounded wait, not a timing assertion: it fails only if the shared count never
+    # resumes (one retry interval, 0.5 s, is what it takes); the time is reported.
     wait_until(
         lambda: (
             httpx.get(f"{server.url}/search?q=x").status_code == 200
@@ -50,7 +52,6 @@ def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
         what="the shared count to resume",
     )
     back_after = time.monotonic() - started
-    assert back_after < 5
     count = int(own_redis.client().get(own_redis.client().keys("gatehouse:*")[0]))
     remaining = statuses(server.url, 10)
     # One at a time: admitted until the shared count reaches 9, refused after.

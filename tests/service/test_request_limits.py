@@ -69,7 +69,7 @@ uvicorn.run(
     http=limited_http_protocol(
         max_header_bytes={MAX_HEADER_BYTES},
         header_timeout={HEADER_TIMEOUT},
-        extra_headers=edge.api_headers,
+        extra_headers=edge.blocks.api,
     ),
     ws="none",
     server_header=False,
@@ -82,7 +82,7 @@ uvicorn.run(
 # What SecurityHeadersMiddleware adds for a plain-http API path, in its order; the
 # values a browser acts on are spelled out so that the test can tell them apart.
 SECURITY_HEADERS = [
-    (name.decode(), value.decode()) for name, value in SecurityHeadersMiddleware(None).api_headers
+    (name.decode(), value.decode()) for name, value in SecurityHeadersMiddleware(None).blocks.api
 ]
 assert ("x-content-type-options", "nosniff") in SECURITY_HEADERS
 assert ("x-frame-options", "DENY") in SECURITY_HEADERS

@@ -174,8 +174,9 @@ def test_redis_restarted_under_load_follows_the_failure_mode(mode: str) -> None:
         else:
             assert statuses(during) == {503: 90}
             assert all(int(r.headers["retry-after"]) >= 1 for r in during)
-        # Back on the shared count: Redis came back empty and counts every 200 again.
-        assert back_after < 5
+        # Back on the shared count within the bounded loop (its last round all 200; the
+        # time is reported, not asserted): Redis came back empty and counts every 200 again.
+        assert [reply.status for reply in recovery[-replicas:]] == [200] * replicas
         assert statuses(recovery).keys() <= {200, 429 if mode == "open" else 503}
         assert statuses(after) == {200: 12}
         assert redis_seen_after == ["ok"] * replicas

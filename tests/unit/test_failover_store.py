@@ -51,12 +51,16 @@ class FakeSharedStore:
         self.calls = 0
         self.gate: asyncio.Event | None = None  # when set, each call waits for it
 
-    async def hit(self, keys: Sequence[str], policy: RoutePolicy) -> Verdict:
+    async def call(self, keys: Sequence[str], policy: RoutePolicy) -> str:
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
         if self.failing:
             raise StorageError("ConnectionError: connection refused")
+        return "reply"
+
+    def verdict(self, reply: str, started: float) -> Verdict:
+        assert reply == "reply"
         return SHARED
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gatehouse.middleware.cors import CORSMiddleware
-from gatehouse.middleware.response_fields import RESPONSE_FIELDS, add_response_fields
+from gatehouse.middleware.cors import CorsPolicy
+from gatehouse.middleware.request_head import RequestHead
 from gatehouse.ratelimit.memory import MemoryWindowStore
 from gatehouse.ratelimit.pipeline import PipelinedRedis, encode_command
 from gatehouse.ratelimit.policy import RoutePolicy, Window
@@ -87,60 +88,71 @@ def test_one_window_fast_path_matches_the_general_path():
         )
 
 
-async def _ok(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-app", b"1")]})
-    await send({"type": "http.response.body", "body": b"{}"})
+HEADER_NAMES = [
+    b"host",
+    b"origin",
+    b"content-length",
+    b"transfer-encoding",
+    b"x-request-id",
+    b"authorization",
+    b"sec-fetch-site",
+    b"access-control-request-method",
+    b"accept",
+]
+HEADER_VALUES = [b"", b"0", b"12", b"012", b"-1", b"1e3", b"9" * 30, b"chunked", b" Chunked ",
+                 b"gzip, chunked", b"a.example", b"same-origin"]  # fmt: skip
 
 
-async def test_a_layer_alone_adds_its_fields_itself():
-    """Without a request context around it, a layer wraps send: nothing is lost."""
+@given(
+    st.lists(st.tuples(st.sampled_from(HEADER_NAMES), st.sampled_from(HEADER_VALUES)), max_size=8)
+)
+def test_the_one_pass_reads_what_separate_scans_would(headers):
+    """``RequestHead`` against the plain reading of each field, one scan per field."""
+    head = RequestHead(headers)
 
-    async def app(scope, receive, send):
-        await _ok(scope, receive, add_response_fields(scope, send, [(b"x-added", b"yes")]))
+    def values(name):
+        return [value for field, value in headers if field == name]
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        response = await c.get("/")
-    assert response.headers["x-added"] == "yes" and response.headers["x-app"] == "1"
-
-
-async def test_inside_a_request_context_fields_are_collected_once():
-    collected: list[tuple[bytes, bytes]] = []
-    scope = {"type": "http", RESPONSE_FIELDS: collected}
-
-    async def send(message):  # pragma: no cover - not called here
-        raise AssertionError
-
-    assert add_response_fields(scope, send, [(b"a", b"1")]) is send
-    assert add_response_fields(scope, send, [(b"b", b"2")]) is send
-    assert collected == [(b"a", b"1"), (b"b", b"2")]
+    assert head.hosts == len(values(b"host"))
+    assert head.origins == len(values(b"origin"))
+    assert head.host == (values(b"host") or [None])[-1]
+    assert head.request_id == (values(b"x-request-id") or [None])[0]
+    assert head.authorization == ([v for v in values(b"authorization") if v] or [None])[0]
+    lengths = values(b"content-length")
+    codings = values(b"transfer-encoding")
+    valid = all(v.isdigit() for v in lengths) and len({int(v) for v in lengths if v.isdigit()}) <= 1
+    valid = valid and all(v.strip().lower() == b"chunked" for v in codings)
+    valid = valid and not (codings and lengths)
+    assert head.body_framing_valid == valid
+    declared = max((int(v) for v in lengths if v.isdigit()), default=-1)
+    assert head.has_body == (declared > 0 or bool(codings) or not valid)
 
 
-async def test_cors_alone_still_says_vary_origin():
-    cors = CORSMiddleware(
-        _ok,
+def test_cors_fields_by_origin():
+    refused = []
+    cors = CorsPolicy(
         allow_origins=["https://app.example.com"],
         allow_methods=["GET"],
         allow_headers=[],
-        expose_headers=[],
+        expose_headers=["X-Request-ID"],
         max_age=600,
+        on_refused=lambda: refused.append(1),
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cors), base_url="http://t") as c:
-        response = await c.get("/")
-    assert response.headers["vary"] == "Origin"
+    assert cors.cors_fields(None) == [(b"vary", b"Origin")]
+    assert cors.cors_fields(b"https://app.example.com") == [
+        (b"access-control-allow-origin", b"https://app.example.com"),
+        (b"access-control-allow-credentials", b"true"),
+        (b"access-control-expose-headers", b"X-Request-ID"),
+        (b"vary", b"Origin"),
+    ]
+    assert refused == []
+    assert cors.cors_fields(b"https://evil.example") == [(b"vary", b"Origin")]
+    assert refused == [1]
 
 
-def test_every_layer_of_the_edge_is_served_as_asgi3_on_its_own():
-    """uvicorn (and Hypercorn) tell ASGI 3 from ASGI 2 by a coroutine ``__call__``: a
-    layer returning its inner app's awaitable from a plain function would save a frame
-    per request and break the moment it is served outermost (the profile serves each)."""
+def test_the_edge_is_served_as_asgi3():
+    """uvicorn (and Hypercorn) tell ASGI 3 from ASGI 2 by a coroutine ``__call__``."""
     settings = load_settings(**{**BASE, "https_redirect": True})
-    layer: Any = build_service(settings)
-    seen = []
-    while hasattr(layer, "app"):
-        config = uvicorn.Config(layer, lifespan="off", proxy_headers=False)
-        config.load()
-        assert config.interface == "asgi3", type(layer).__name__
-        seen.append(type(layer).__name__)
-        layer = layer.app
-    assert {"CORSMiddleware", "TrustedHostMiddleware", "HTTPSRedirectMiddleware"} <= set(seen)
-    assert "CrossSiteRequestMiddleware" in seen and "RateLimitMiddleware" in seen
+    config = uvicorn.Config(build_service(settings), lifespan="off", proxy_headers=False)
+    config.load()
+    assert config.interface == "asgi3"

@@ -8,14 +8,19 @@ from tests.unit.conftest import ALLOWED, make_client
 
 pytestmark = pytest.mark.anyio
 
+# What every non-HTML answer carries (OWASP REST cheat sheet), HSTS aside.
 EXPECTED = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
     "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+    "cache-control": "no-store",
+}
+# What only a document (HTML) carries: on JSON a browser never uses them.
+DOCUMENT_ONLY = {
+    "referrer-policy": "no-referrer",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
-    "cache-control": "no-store",
+    "x-permitted-cross-domain-policies": "none",
 }
 # Every feature a JSON API has no use for, switched off.
 PERMISSIONS_POLICY = ", ".join(
@@ -60,8 +65,9 @@ DOCS_CSP = (
 
 def assert_security_headers(response) -> None:
     for name, value in EXPECTED.items():
-        assert response.headers.get(name) == value, f"{name} on {response.status_code}"
-    assert response.headers.get("permissions-policy") == PERMISSIONS_POLICY
+        assert response.headers.get_list(name) == [value], f"{name} on {response.status_code}"
+    for name in [*DOCUMENT_ONLY, "permissions-policy", "cross-origin-embedder-policy"]:
+        assert name not in response.headers, f"{name} on a {response.status_code} that is not HTML"
     assert "server" not in response.headers
     assert "x-powered-by" not in response.headers
 
@@ -138,8 +144,10 @@ async def test_an_untrusted_peer_cannot_claim_https():
 
 
 async def test_referrer_policy_is_configurable():
-    async with make_client(referrer_policy="strict-origin-when-cross-origin") as client:
-        response = await client.get("/healthz")
+    async with make_client(
+        referrer_policy="strict-origin-when-cross-origin", docs_enabled=True
+    ) as client:
+        response = await client.get("/docs")
     assert response.headers["referrer-policy"] == "strict-origin-when-cross-origin"
 
 
@@ -154,9 +162,35 @@ async def test_docs_render_under_their_own_policy():
         docs = await client.get("/docs")
         schema = await client.get("/openapi.json")
     assert docs.status_code == 200
+    assert docs.headers["content-type"].startswith("text/html")
     assert docs.headers["content-security-policy"] == DOCS_CSP
-    # The schema is data, so it keeps the API's policy.
-    assert schema.headers["content-security-policy"] == EXPECTED["content-security-policy"]
+    # A document gets the document-only fields, each once; the CDN's scripts load
+    # without credentials, so the docs embed under ``credentialless``.
+    for name, value in {**EXPECTED, **DOCUMENT_ONLY}.items():
+        if name != "content-security-policy":
+            assert docs.headers.get_list(name) == [value], name
+    assert docs.headers["permissions-policy"] == PERMISSIONS_POLICY
+    assert docs.headers["cross-origin-embedder-policy"] == "credentialless"
+    # The schema is data, so it keeps the API's policy and nothing of a document's.
+    assert_security_headers(schema)
+
+
+async def test_html_from_a_route_gets_the_document_block():
+    """By content type, not path: any HTML answer is a document."""
+    from gatehouse.middleware.security_headers import HeaderBlocks
+
+    blocks = HeaderBlocks(referrer_policy="same-origin", docs_paths=["/docs"])
+    html = [(b"content-type", b"text/html; charset=utf-8")]
+    page = dict(blocks.apply(html, blocks.api, "/page", https=False))
+    assert page[b"content-security-policy"] == b"default-src 'none'; frame-ancestors 'none'"
+    assert page[b"cross-origin-embedder-policy"] == b"require-corp"
+    assert page[b"referrer-policy"] == b"same-origin"
+    secure_page = dict(blocks.apply(html, blocks.api_https, "/page", https=True))
+    assert secure_page[b"strict-transport-security"] == HSTS.encode()
+    json_answer = dict(
+        blocks.apply([(b"content-type", b"application/json")], blocks.api, "/docs", False)
+    )
+    assert b"referrer-policy" not in json_answer
 
 
 async def test_docs_are_off_by_default():

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         else limited_http_protocol(
             max_header_bytes=settings.max_header_bytes,
             header_timeout=settings.header_timeout,
-            extra_headers=security_headers(settings.referrer_policy),
+            extra_headers=security_headers(),
             on_refused=lambda reason: edge.metrics.request_refusals.labels(reason).inc(),
         )
     )

@@ -21,30 +21,43 @@ def _cumulative(bounds: tuple[float, ...], histogram: list[float]) -> list[tuple
     return buckets
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class HotPathStats:
-    """The per-request metrics, kept as plain integers and exported at scrape time.
+    """The per-request metrics, kept as plain numbers and exported at scrape time.
 
     prometheus-client's labelled Counter and Histogram take a lock per increment and
     walk the buckets in Python: three of them per request cost a tenth of the edge
-    (``make bench-profile``, bench/results/profile.md). All of this runs on the one event loop (the scrape too), so plain
-    dictionaries are exact and need no lock.
+    (``make bench-profile``, bench/results/profile.md). All of this runs on the one
+    event loop (the scrape too), so plain dictionaries are exact and need no lock.
+
+    A request is one lookup: its series, by (route, method, status), holds the count,
+    the sum of seconds and the duration buckets; the scrape adds the series of a
+    route together for its histogram.
     """
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, int], int] = {}
-        # route -> [count per bucket (the last is +Inf), sum of seconds]
-        self.durations: dict[str, list[float]] = {}
+        # (route, method, status) -> [count, sum of seconds, count per bucket (+Inf last)]
+        self.series: dict[tuple[str, str, int], list[float]] = {}
         self.decisions: dict[tuple[str, str], int] = {}
-        self.redis_latency = [0.0] * (len(REDIS_BUCKETS) + 2)  # one series, like durations
+        self.redis_latency = [0.0] * (len(REDIS_BUCKETS) + 2)  # buckets, then the sum
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        histogram = self.durations.get(route)
-        if histogram is None:
-            histogram = self.durations[route] = [0.0] * (len(REQUEST_BUCKETS) + 2)
-        histogram[bisect_left(REQUEST_BUCKETS, seconds)] += 1
-        histogram[-1] += seconds
+        series = self.series.get((route, method, status))
+        if series is None:
+            series = self._new_series(route, method, status)
+        series[0] += 1
+        series[1] += seconds
+        series[2 + bisect_left(REQUEST_BUCKETS, seconds)] += 1
+
+    def _new_series(self, route: str, method: str, status: int) -> list[float]:
+        # Methods outside the known few share one label: the label set stays bounded.
+        key = (route, method if method in KNOWN_METHODS else "OTHER", status)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = [0.0] * (len(REQUEST_BUCKETS) + 3)
+        return series
 
     def observe_redis(self, seconds: float) -> None:
         self.redis_latency[bisect_left(REDIS_BUCKETS, seconds)] += 1
@@ -60,15 +73,20 @@ class HotPathStats:
             "HTTP requests by route template, method and status.",
             labels=("route", "method", "status"),
         )
-        for (route, method, status), count in sorted(self.requests.items()):
-            requests.add_metric((route, method, str(status)), count)
+        by_route: dict[str, list[float]] = {}
+        for (route, method, status), series in sorted(self.series.items()):
+            requests.add_metric((route, method, str(status)), series[0])
+            total = by_route.setdefault(route, [0.0] * (len(REQUEST_BUCKETS) + 2))
+            for index, value in enumerate(series[2:]):
+                total[index] += value
+            total[-1] += series[1]
         yield requests
         durations = HistogramMetricFamily(
             "gatehouse_http_request_duration_seconds",
             "Time from request to the end of the response, by route template.",
             labels=("route",),
         )
-        for route, histogram in sorted(self.durations.items()):
+        for route, histogram in sorted(by_route.items()):
             durations.add_metric((route,), _cumulative(REQUEST_BUCKETS, histogram), histogram[-1])
         yield durations
         redis = HistogramMetricFamily(

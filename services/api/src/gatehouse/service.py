@@ -72,7 +72,7 @@ def with_management_port(edge: Edge, settings: Settings) -> ASGIApp:
     management = ManagementApp(
         edge.metrics,
         readiness=lambda: readiness(edge.store),
-        headers=security_headers(settings.referrer_policy),
+        headers=security_headers(),
     )
     return PortSplit(edge, management, settings.metrics_port)
 

@@ -1,1 +1,1 @@
-"""One pure ASGI middleware per edge concern; ``gatehouse.edge`` composes them."""
+"""One module per edge concern, as plain decisions; ``gatehouse.edge`` calls them in order."""

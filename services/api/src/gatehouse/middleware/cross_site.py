@@ -1,11 +1,25 @@
+"""A 403 for state-changing requests a page on another site made in a user's browser.
+
+CORS only keeps a page from *reading* a response. A form post or a ``no-cors`` fetch
+with a simple content type still reaches the route, with the user's cookies. So for
+unsafe methods: an ``Origin`` outside the allowlist is refused with 403, and without
+``Origin``, ``Sec-Fetch-Site: cross-site`` is refused too. A browser sets both headers
+itself; a page cannot forge them. ``Sec-Fetch-Site: same-origin`` (the API's own pages,
+such as /docs) passes, and so does a request with neither header: servers, curl and the
+cluster probes are not browsers.
+
+``policy``: ``refuse``, ``shadow`` (count and log only) or ``off``. With
+``allow_all_origins`` (the allowlist is ``*``) every ``Origin`` is allowed.
+"""
+
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from .problem import send_problem
+from .request_head import RequestHead
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 REFUSED_BODY = (
@@ -17,24 +31,9 @@ REFUSED_BODY = (
 CrossSiteObserver = Callable[[str], None]
 
 
-class CrossSiteRequestMiddleware:
-    """Refuses state-changing requests a page on another site made in a user's browser.
-
-    CORS only keeps a page from *reading* a response. A form post or a ``no-cors``
-    fetch with a simple content type still reaches the route, with the user's cookies.
-    So for unsafe methods: an ``Origin`` outside the allowlist is refused with 403, and
-    without ``Origin``, ``Sec-Fetch-Site: cross-site`` is refused too. A browser sets
-    both headers itself; a page cannot forge them. ``Sec-Fetch-Site: same-origin``
-    (the API's own pages, such as /docs) passes, and so does a request with neither
-    header: servers, curl and the cluster probes are not browsers.
-
-    ``policy``: ``refuse``, ``shadow`` (count and log only) or ``off``. With
-    ``allow_all_origins`` (the allowlist is ``*``) every ``Origin`` is allowed.
-    """
-
+class CrossSitePolicy:
     def __init__(
         self,
-        app: ASGIApp,
         allowed_origins: Collection[str],
         allow_all_origins: bool = False,
         policy: str = "refuse",
@@ -43,36 +42,27 @@ class CrossSiteRequestMiddleware:
     ) -> None:
         if policy not in ("refuse", "shadow", "off"):
             raise ValueError(f"unknown cross-site policy {policy!r}")
-        self.app = app
         self.allowed_origins = frozenset(origin.encode("latin-1") for origin in allowed_origins)
         self.allow_all_origins = allow_all_origins
         self.policy = policy
         self.on_cross_site = on_cross_site or (lambda action: None)
         self.logger = logger or logging.getLogger("gatehouse.cross_site")
 
-    def is_cross_site(self, scope: Scope) -> bool:
-        origin: bytes | None = None
-        fetch_site: bytes | None = None
-        for name, value in scope["headers"]:
-            if name == b"origin":
-                origin = value
-            elif name == b"sec-fetch-site":
-                fetch_site = value
-        if fetch_site == b"same-origin":
+    def is_cross_site(self, head: RequestHead) -> bool:
+        if head.fetch_site == b"same-origin":
             return False
-        if origin is not None:
-            return not self.allow_all_origins and origin not in self.allowed_origins
-        return fetch_site == b"cross-site"
+        if head.origin is not None:
+            return not self.allow_all_origins and head.origin not in self.allowed_origins
+        return head.fetch_site == b"cross-site"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def refuses(self, scope: Scope, head: RequestHead) -> bool:
+        """True when the request must be refused; counts and logs what it finds."""
         if (
-            scope["type"] != "http"
-            or self.policy == "off"
+            self.policy == "off"
             or scope["method"] not in UNSAFE_METHODS
-            or not self.is_cross_site(scope)
+            or not self.is_cross_site(head)
         ):
-            await self.app(scope, receive, send)
-            return
+            return False
         client = scope.get("client")
         fields = {
             "method": scope["method"],
@@ -82,8 +72,7 @@ class CrossSiteRequestMiddleware:
         if self.policy == "shadow":
             self.on_cross_site("shadowed")
             self.logger.info("cross-site request would have been refused", extra={"fields": fields})
-            await self.app(scope, receive, send)
-            return
+            return False
         self.on_cross_site("refused")
         self.logger.info("cross-site request refused", extra={"fields": fields})
-        await send_problem(send, 403, REFUSED_BODY)
+        return True

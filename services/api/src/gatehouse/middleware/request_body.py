@@ -3,11 +3,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .problem import problem_body, send_problem
+from .request_head import RequestHead
 
 # 1 MiB, nginx's client_max_body_size default. Gatehouse takes JSON documents of a few
 # hundred bytes; envoy has no default (its buffer filter makes the operator choose),
@@ -22,10 +24,6 @@ DEFAULT_BODY_TIMEOUT = 30.0
 TOO_LARGE = "too_large"
 TIMEOUT = "timeout"
 BAD_LENGTH = "bad_length"
-
-# A Content-Length of more than 18 digits is refused as too large without being parsed
-# (int() of thousands of digits is slow, and refused past 4300).
-_MAX_LENGTH_DIGITS = 18
 
 # A request's own limit in bytes, from its scope (before routing); None: the default.
 BodyLimitLookup = Callable[[Scope], int | None]
@@ -146,7 +144,7 @@ class _LimitedBody:
         await self.send_(message)
 
 
-class RequestBodyMiddleware:
+class BodyLimits:
     """Refuses request bodies over a size limit (413) or slower than a deadline (408).
 
     A declared Content-Length over the limit is refused before anything is read, so
@@ -163,14 +161,12 @@ class RequestBodyMiddleware:
     connection, and a client may then see the reset rather than the 413 (nginx reads
     on for a while, ``lingering_close``; uvicorn has no equivalent).
 
-    ``limit_for(scope)`` gives a route's own limit (None: ``max_body_bytes``); it is
-    consulted only for requests that have a body. Requests without one (no
-    Content-Length above 0, no Transfer-Encoding) cost a scan of their header names.
+    ``limit_for(scope)`` gives a route's own limit (None: ``max_body_bytes``). Only
+    requests with a body (``RequestHead.has_body``) come here: the rest cost nothing.
     """
 
     def __init__(
         self,
-        app: ASGIApp,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         body_timeout: float = DEFAULT_BODY_TIMEOUT,
         limit_for: BodyLimitLookup | None = None,
@@ -180,76 +176,78 @@ class RequestBodyMiddleware:
             raise ValueError(f"max_body_bytes: {max_body_bytes} is not a size in bytes")
         if not body_timeout > 0:
             raise ValueError(f"body_timeout: {body_timeout} is not a positive number of seconds")
-        self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.limit_for = limit_for
         self.on_refused = on_refused
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = -1
-        streamed = False
-        valid = True
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if not value.isdigit():
-                    valid = False
-                    continue
-                declared = (
-                    int(value) if len(value) <= _MAX_LENGTH_DIGITS else 10**_MAX_LENGTH_DIGITS
-                )
-                if length not in (-1, declared):
-                    valid = False
-                length = declared
-            elif name == b"transfer-encoding":
-                streamed = True
-                # Only chunked is decoded (by the server); a coding nothing decodes
-                # (gzip, chunked) would hand the app bytes it cannot read.
-                if value.strip().lower() != b"chunked":
-                    valid = False
-        if length <= 0 and not streamed and valid:
-            await self.app(scope, receive, send)
-            return
-
-        if not valid or (streamed and length >= 0):
-            await self._refuse(send, BAD_LENGTH, 400, BAD_LENGTH_BODY)
-            return
-        limit = self.max_body_bytes
+    def limit(self, scope: Scope) -> int:
+        """The body limit of this request's route."""
         if self.limit_for is not None:
             route_limit = self.limit_for(scope)
             if route_limit is not None:
-                limit = route_limit
-        if length > limit:
-            await self._refuse(send, TOO_LARGE, 413, _too_large_body(limit))
-            return
+                return route_limit
+        return self.max_body_bytes
 
+    def refusal(self, head: RequestHead, limit: int) -> tuple[int, bytes] | None:
+        """The answer to a body refused from its head alone (invalid framing, or a
+        declared length over ``limit``), counted; None when it may be read."""
+        if not head.body_framing_valid:
+            self._count(BAD_LENGTH)
+            return 400, BAD_LENGTH_BODY
+        if head.content_length > limit:
+            self._count(TOO_LARGE)
+            return 413, _too_large_body(limit)
+        return None
+
+    async def serve(
+        self, app: ASGIApp, scope: Scope, receive: Receive, send: Send, limit: int
+    ) -> None:
+        """Run ``app`` with a receive() that enforces ``limit`` and the deadline."""
         body = _LimitedBody(receive, send, limit, self.body_timeout)
         try:
-            await self.app(scope, body.receive, body.send)
+            await app(scope, body.receive, body.send)
         except Exception:
             # The app let the refusal through (or failed on its account): ours to answer.
             if body.refused is None:
                 raise
         if body.refused is None:
             return
+        self._count(body.refused)
         if body.started:
             # Too late for a status: returning with the response unfinished makes
             # uvicorn close the connection, which is all the client can still be told.
-            if self.on_refused is not None:
-                self.on_refused(body.refused)
             return
         if body.refused == TOO_LARGE:
-            await self._refuse(send, TOO_LARGE, 413, _too_large_body(limit))
+            await send_problem(send, 413, _too_large_body(limit), CLOSE)
         else:
-            await self._refuse(send, TIMEOUT, 408, TIMEOUT_BODY)
+            await send_problem(send, 408, TIMEOUT_BODY, CLOSE)
 
-    async def _refuse(self, send: Send, reason: str, status: int, body: bytes) -> None:
+    def _count(self, reason: str) -> None:
         if self.on_refused is not None:
             self.on_refused(reason)
-        await send_problem(send, status, body, CLOSE)
+
+
+class RequestBodyMiddleware:
+    """``BodyLimits`` as an ASGI layer of its own, for an app served without the edge
+    (Gatehouse's edge calls ``BodyLimits`` itself)."""
+
+    def __init__(self, app: ASGIApp, **limits: Any) -> None:
+        self.app = app
+        self.limits = BodyLimits(**limits)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            head = RequestHead(scope["headers"])
+            if head.has_body:
+                limit = self.limits.limit(scope)
+                refused = self.limits.refusal(head, limit)
+                if refused is not None:
+                    await send_problem(send, *refused, CLOSE)
+                    return
+                await self.limits.serve(self.app, scope, receive, send, limit)
+                return
+        await self.app(scope, receive, send)
 
 
 def _too_large_body(limit: int) -> bytes:

@@ -1,15 +1,31 @@
+"""Security header fields by what a response is, following OWASP's REST cheat sheet.
+
+A JSON answer (and any other non-HTML one: problem details, plain text, a preflight)
+renders nothing: it needs ``X-Content-Type-Options: nosniff``, ``Cache-Control:
+no-store``, a CSP that refuses everything including framing, ``X-Frame-Options`` for
+browsers without CSP 2, and HSTS over https. The fields that govern a *document*
+(Referrer-Policy, Permissions-Policy, COOP/COEP/CORP, X-Permitted-Cross-Domain-Policies)
+go on HTML only, such as the docs pages: on JSON they are bytes a browser never uses,
+written and parsed on every response.
+
+Each block is built once per policy (``HeaderBlocks``); a response gets one of them,
+chosen by its Content-Type, the request's path (the docs pages' own CSP) and scheme.
+"""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+Fields = list[tuple[bytes, bytes]]
+
 # Headers that advertise the implementation (OWASP secure-headers "remove" list, the
 # ones a Python stack can emit). uvicorn's own Server header is off by --no-server-header;
 # this catches anything a route or library adds.
 STRIPPED_HEADERS = frozenset({b"server", b"x-powered-by", b"powered-by", b"x-generator"})
 
-# A JSON API renders nothing, so its policy refuses everything.
+# A response renders nothing, so its policy refuses everything.
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; frame-ancestors 'none'"
 # Swagger UI and ReDoc load scripts and styles from a CDN and run an inline script.
 DOCS_CONTENT_SECURITY_POLICY = (
@@ -26,79 +42,119 @@ PERMISSIONS_POLICY = (
     "sync-xhr=(), usb=(), xr-spatial-tracking=(), clipboard-read=(), clipboard-write=(), "
     "hid=(), idle-detection=(), serial=()"
 )
+# A page of this API embeds only what allows it; the docs pages load their CDN's scripts
+# without credentials (``credentialless``), which a CDN need not opt into.
+DOCUMENT_EMBEDDER_POLICY = "require-corp"
+DOCS_EMBEDDER_POLICY = "credentialless"
+HTML = b"text/html"
 
 
-def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+def _encode(headers: dict[str, str]) -> Fields:
     return [
         (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
     ]
 
 
-def security_headers(
-    referrer_policy: str = "no-referrer", csp: str = API_CONTENT_SECURITY_POLICY
-) -> list[tuple[bytes, bytes]]:
-    """The fields every response carries, HSTS aside; also what the server itself adds to
-    the responses it writes (``server_protocol``), so they are the same set."""
+def security_headers(csp: str = API_CONTENT_SECURITY_POLICY) -> Fields:
+    """The fields of every non-HTML response, HSTS aside; also what the server itself adds
+    to the responses it writes (``server_protocol``), so they are the same set."""
     return _encode(
         {
             "X-Content-Type-Options": "nosniff",
             "X-Frame-Options": "DENY",
-            "Referrer-Policy": referrer_policy,
-            "Cross-Origin-Opener-Policy": "same-origin",
-            "Cross-Origin-Resource-Policy": "same-origin",
-            "Permissions-Policy": PERMISSIONS_POLICY,
-            "X-Permitted-Cross-Domain-Policies": "none",
             "Cache-Control": "no-store",
             "Content-Security-Policy": csp,
         }
     )
 
 
-class SecurityHeadersMiddleware:
-    """Adds the security headers to every HTTP response, errors and preflights included.
+def document_headers(
+    referrer_policy: str, csp: str = API_CONTENT_SECURITY_POLICY, embedder: str = "require-corp"
+) -> Fields:
+    """The fields of an HTML response, HSTS aside: the API set plus the document-only ones."""
+    return security_headers(csp) + _encode(
+        {
+            "Referrer-Policy": referrer_policy,
+            "Permissions-Policy": PERMISSIONS_POLICY,
+            "Cross-Origin-Opener-Policy": "same-origin",
+            "Cross-Origin-Embedder-Policy": embedder,
+            "Cross-Origin-Resource-Policy": "same-origin",
+            "X-Permitted-Cross-Domain-Policies": "none",
+        }
+    )
 
-    It must wrap everything that can answer (host check, CORS preflight, rate limit,
-    the app's 500 handler), so it sits outermost in ``gatehouse.edge``. HSTS is sent
-    only when the request's scheme is https: over plain http a browser ignores it,
-    and the scheme is only https when a trusted proxy said so.
+
+class HeaderBlocks:
+    """Every block of security fields one policy gives, built once.
+
+    ``api`` and ``api_https`` are the hot path's (chosen per request by scheme);
+    ``for_html`` picks a document block. ``owned`` are the names the blocks set or
+    strip: a value the app set for one of them is replaced, never doubled.
     """
 
     def __init__(
         self,
-        app: ASGIApp,
         referrer_policy: str = "no-referrer",
         hsts_max_age: int = 63072000,
         docs_paths: Iterable[str] = (),
     ) -> None:
-        self.app = app
-        self.api_headers = security_headers(referrer_policy)
-        self.docs_headers = security_headers(referrer_policy, DOCS_CONTENT_SECURITY_POLICY)
-        self.hsts_header = (
+        hsts = (
             b"strict-transport-security",
             f"max-age={hsts_max_age}; includeSubDomains".encode("latin-1"),
         )
+        self.api = security_headers()
+        self.api_https = [*self.api, hsts]
+        document = document_headers(referrer_policy)
+        docs = document_headers(referrer_policy, DOCS_CONTENT_SECURITY_POLICY, DOCS_EMBEDDER_POLICY)
+        self.document = (document, [*document, hsts])
+        self.docs = (docs, [*docs, hsts])
         self.docs_paths = frozenset(docs_paths)
-        # Names this middleware sets: a value the app set is replaced, never doubled.
-        self.owned_names = frozenset(name for name, _ in self.api_headers) | STRIPPED_HEADERS
+        self.owned = frozenset(name for name, _ in document) | {hsts[0]} | STRIPPED_HEADERS
+
+    def for_html(self, path: str, https: bool) -> Fields:
+        blocks = self.docs if path in self.docs_paths else self.document
+        return blocks[https]
+
+    def apply(self, headers: Fields, block: Fields, path: str, https: bool) -> Fields:
+        """``headers`` (a response's own) with the security fields: ``block`` unless the
+        response is HTML, then the document block; the app's values for owned names go."""
+        owned = self.owned
+        replaced = False
+        for name, value in headers:
+            if name == b"content-type":
+                if value.startswith(HTML):
+                    block = self.for_html(path, https)
+            elif name in owned:
+                replaced = True
+        if replaced:
+            return [pair for pair in headers if pair[0] not in owned] + block
+        return [*headers, *block]
+
+
+class SecurityHeadersMiddleware:
+    """``HeaderBlocks`` as an ASGI layer of its own, for an app served without the edge.
+
+    Gatehouse's edge (``gatehouse.edge``) applies the same blocks in its one send
+    wrapper; this serves tests and any app that wants only the headers. HSTS goes out
+    only when the request's scheme is https, which is only so when a trusted proxy said.
+    """
+
+    def __init__(self, app: ASGIApp, blocks: HeaderBlocks | None = None) -> None:
+        self.app = app
+        self.blocks = blocks or HeaderBlocks()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-
-        extra = self.docs_headers if scope["path"] in self.docs_paths else self.api_headers
-        if scope.get("scheme") == "https":
-            extra = [*extra, self.hsts_header]
-        owned = self.owned_names
+        blocks = self.blocks
+        path: str = scope["path"]
+        https = scope.get("scheme") == "https"
+        block = blocks.api_https if https else blocks.api
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                # ASGI header names are lower-case; most responses set none of ours.
-                if owned.isdisjoint(dict(headers)):
-                    message["headers"] = [*headers, *extra]
-                else:
-                    message["headers"] = [pair for pair in headers if pair[0] not in owned] + extra
+                message["headers"] = blocks.apply(message.get("headers", []), block, path, https)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

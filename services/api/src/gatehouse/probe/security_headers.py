@@ -10,15 +10,13 @@ from typing import Any
 
 from .transport import Answer, header_tokens
 
-# name -> the value it must have (None: any non-empty value). Graded on every response.
+# name -> the value it must have (None: any non-empty value). Graded on every response:
+# what OWASP's REST cheat sheet asks of every API answer. The document-only fields
+# (Referrer-Policy, Permissions-Policy, COOP/COEP/CORP) belong on HTML, not graded here.
 REQUIRED_SECURITY_HEADERS: dict[str, str | None] = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
-    "referrer-policy": None,
     "content-security-policy": None,
-    "cross-origin-opener-policy": None,
-    "cross-origin-resource-policy": None,
-    "permissions-policy": None,
     "cache-control": "no-store",
 }
 # Required on https only: browsers ignore it over plain http, where sending it is flagged.

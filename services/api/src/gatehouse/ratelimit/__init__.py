@@ -9,5 +9,5 @@
 - ``memory``: the same windows in process memory (no Redis, or Redis down).
 - ``failover``: what happens when Redis fails (mode ``open`` or ``closed``).
 - ``peers``: how many processes share the limit (``open``'s divisor), learned in Redis.
-- ``middleware``: the ASGI layer that checks, answers 429 and writes the headers.
+- ``limiter``: the check the edge runs per request: its headers, or a 429.
 """

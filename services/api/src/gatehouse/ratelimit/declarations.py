@@ -17,7 +17,7 @@ class DeclaringLimiter(Limiter):
     the same parsing, the same bookkeeping by ``module.function`` name that
     ``build_route_table`` reads, the same error for a route without a ``request``
     parameter. Only the function they return differs: the route itself. The edge
-    (``RateLimitMiddleware``) enforces the declarations, so the limiter is always
+    (``RateLimiter``, through the edge) enforces the declarations, so the limiter is always
     disabled (its own check calls Redis synchronously on the event loop), and
     slowapi's wrapper would only pass each call on: one more coroutine per request
     (its cost: ``make bench-profile``, bench/results/profile.md).

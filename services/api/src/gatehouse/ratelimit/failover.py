@@ -74,19 +74,22 @@ class FailoverStore:
         return self.primary is not None and self.down_since is None
 
     async def hit(self, keys: Sequence[str], policy: RoutePolicy) -> Verdict:
-        if self.primary is None:
+        primary = self.primary
+        if primary is None:
             return self.fallback.hit_now(keys, policy.windows, policy.cost)
         if self.down_since is None:
+            started = time.perf_counter()
             try:
-                return await self.primary.hit(keys, policy)
-            except StorageError as error:
-                self._mark_down(error)
+                return primary.verdict(await primary.call(keys, policy), started)
+            except Exception as error:
+                self._mark_down(_storage_error(error))
         elif not self.probing and self.clock() >= self.next_attempt:
             self.probing = True
+            started = time.perf_counter()
             try:
-                verdict = await self.primary.hit(keys, policy)
-            except StorageError as error:
-                self._mark_down(error)
+                verdict = primary.verdict(await primary.call(keys, policy), started)
+            except Exception as error:
+                self._mark_down(_storage_error(error))
             else:
                 self._mark_up()
                 return verdict
@@ -113,3 +116,10 @@ class FailoverStore:
             )
         self.down_since = None
         self.on_fallback(False)
+
+
+def _storage_error(error: Exception) -> StorageError:
+    """A failed check as a StorageError: a client bug must not become a 500 on every route."""
+    if isinstance(error, StorageError):
+        return error
+    return StorageError(f"unexpected {type(error).__name__}: {error}")

@@ -27,7 +27,17 @@ def client_key(scope: Scope) -> str:
     """
     for name, value in scope["headers"]:
         if name == AUTHORIZATION and value:
-            return "cred:" + hashlib.sha256(value).hexdigest()[:32]
+            return credential_key(value)
+    return address_key(scope)
+
+
+def credential_key(authorization: bytes) -> str:
+    """The key of a caller presenting ``authorization``: a hash, never the secret."""
+    return "cred:" + hashlib.sha256(authorization).hexdigest()[:32]
+
+
+def address_key(scope: Scope) -> str:
+    """The key of an anonymous caller: its address (see ``client_key``)."""
     client = scope.get("client")
     host: str = client[0] if client else "unknown"
     if ":" in host:

@@ -4,7 +4,7 @@
   connection, each check one EVALSHA (``PipelinedScript``), sent again as EVAL when
   Redis answers NOSCRIPT (``EvalOnNoScript``).
 - ``RedisPyRunner``: Sentinel and Cluster, through the client ``limits`` builds.
-- ``RedisWindowStore``: one script call per check, its reply as a Verdict.
+- ``RedisWindowStore``: one script call per check (``call``), its reply as a Verdict.
 """
 
 from __future__ import annotations
@@ -283,17 +283,24 @@ class RedisWindowStore:
         self.runner = runner
         self.observe_latency = observe_latency
 
-    async def hit(self, keys: Sequence[str], policy: RoutePolicy) -> Verdict:
-        started = time.perf_counter()
-        try:
-            reply = await self.runner.run(keys, policy.script_args)
-        except StorageError:
-            raise
-        except Exception as error:  # a client bug must not become a 500 on every route
-            raise StorageError(f"unexpected {type(error).__name__}: {error}") from error
+    def call(self, keys: Sequence[str], policy: RoutePolicy) -> Awaitable[Any]:
+        """Send one check; its reply, to await and pass to ``verdict``.
+
+        With the pipelined client this is the reply's future itself, so the caller
+        (``FailoverStore.hit``) awaits it with no coroutine frame in between.
+        """
+        return self.runner.run(keys, policy.script_args)
+
+    def verdict(self, reply: Any, started: float) -> Verdict:
+        """The reply of a check sent at ``started`` (``time.perf_counter``), as a Verdict."""
         if self.observe_latency is not None:
             self.observe_latency(time.perf_counter() - started)
-        return parse_reply(reply)
+        try:
+            if len(reply) == 3:  # one window, most limits: ``parse_reply`` inline
+                return tuple.__new__(Verdict, (reply[0] == 1, (reply[1],), (reply[2],)))
+            return parse_reply(reply)
+        except (TypeError, ValueError, IndexError) as error:
+            raise StorageError(f"unexpected reply {reply!r}") from error
 
     async def ping(self) -> bool:
         return await self.runner.ping()

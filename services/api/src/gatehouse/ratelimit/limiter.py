@@ -4,15 +4,15 @@ import ipaddress
 import logging
 import math
 from collections.abc import Callable, Collection
+from typing import NamedTuple
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope
 
-from ..middleware.problem import problem_body, send_problem
+from ..middleware.problem import problem_body
 from ..middleware.request_context import LIMITED_ROUTE_KEY
-from ..middleware.response_fields import add_response_fields
 from .failover import FailoverStore, LimitUnavailable
-from .keys import client_key
+from .keys import address_key, credential_key
 from .policy import RoutePolicy, RouteTable
 from .script import Verdict
 
@@ -30,6 +30,9 @@ RATE_LIMIT_HEADERS = (
 # "shadow_denied", the last for a shadow limit that would have refused).
 DecisionObserver = Callable[[str, str], None]
 MAX_EXEMPT_CACHE = 4096
+UNAVAILABLE_BODY = problem_body(
+    503, "Service Unavailable", "rate limiting is unavailable; retry later"
+)
 
 
 class ExemptNetworks:
@@ -100,8 +103,16 @@ def rate_limit_headers(
     ]
 
 
-class RateLimitMiddleware:
-    """Checks the route's limit before the route runs; answers 429 when it is spent.
+class Refusal(NamedTuple):
+    """An answer instead of the route: status, problem body, header fields."""
+
+    status: int
+    body: bytes
+    fields: list[tuple[bytes, bytes]]
+
+
+class RateLimiter:
+    """Checks the route's limit before the route runs; refuses (429) when it is spent.
 
     The limit is looked up by route template (``RouteTable``), the client by
     ``client_key``, and counted in ``FailoverStore`` (one Redis call for all the
@@ -112,7 +123,6 @@ class RateLimitMiddleware:
 
     def __init__(
         self,
-        app: ASGIApp,
         table: RouteTable,
         store: FailoverStore,
         key_prefix: str = "gatehouse",
@@ -120,7 +130,6 @@ class RateLimitMiddleware:
         exempt: ExemptNetworks | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        self.app = app
         self.table = table
         self.exempt = exempt or ExemptNetworks()
         self.store = store
@@ -128,25 +137,31 @@ class RateLimitMiddleware:
         self.on_decision = on_decision or (lambda route, decision: None)
         self.logger = logger or logging.getLogger("gatehouse.ratelimit")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def check(
+        self, scope: Scope, authorization: bytes | None
+    ) -> list[tuple[bytes, bytes]] | Refusal | None:
+        """The fields to add to the route's answer, a Refusal, or None (not limited).
+
+        ``authorization`` is the request's first non-empty Authorization (``RequestHead``).
+        """
         policy = self.table.match(scope)
         if policy is None:
-            await self.app(scope, receive, send)
-            return
+            return None
         if self.exempt.networks:
             client = scope.get("client")
             if client and client[0] in self.exempt:
-                await self.app(scope, receive, send)
-                return
+                return None
 
         scope[LIMITED_ROUTE_KEY] = policy.route
-        client = policy.key_func(Request(scope)) if policy.key_func else client_key(scope)
+        if policy.key_func is not None:
+            client_id = policy.key_func(Request(scope))
+        elif authorization is not None:
+            client_id = credential_key(authorization)
+        else:
+            client_id = address_key(scope)
         # The client is the hash tag: all of one client's windows live in one Redis
         # Cluster slot, so a check stays one call; different clients spread out.
-        base = self.key_head + client + "}"
+        base = self.key_head + client_id + "}"
         if policy.per_method:
             base = f"{base}:{scope['method']}"
         suffixes = policy.key_suffixes
@@ -156,17 +171,12 @@ class RateLimitMiddleware:
         except LimitUnavailable as unavailable:
             self.on_decision(policy.route, "unavailable")
             if policy.shadow:
-                await self.app(scope, receive, send)
-                return
-            await send_problem(
-                send,
+                return None
+            return Refusal(
                 503,
-                problem_body(
-                    503, "Service Unavailable", "rate limiting is unavailable; retry later"
-                ),
+                UNAVAILABLE_BODY,
                 [(b"retry-after", b"%d" % unavailable.retry_after)],
             )
-            return
 
         if policy.shadow:
             # Counted exactly as if enforced; the client sees nothing of it.
@@ -179,24 +189,22 @@ class RateLimitMiddleware:
                     extra={
                         "fields": {
                             "route": policy.route,
-                            "client": client,
+                            "client": client_id,
                             "limit": _describe(policy),
                         }
                     },
                 )
-            await self.app(scope, receive, send)
-            return
+            return None
 
         headers = rate_limit_headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
             self.on_decision(policy.route, "denied")
             headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
             body = problem_body(429, "Too Many Requests", f"limit {_describe(policy)}")
-            await send_problem(send, 429, body, headers)
-            return
+            return Refusal(429, body, headers)
 
         self.on_decision(policy.route, "allowed")
-        await self.app(scope, receive, add_response_fields(scope, send, headers))
+        return headers
 
     @staticmethod
     def _retry_after(policy: RoutePolicy, verdict: Verdict) -> int:
