@@ -239,9 +239,8 @@ class Edge:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
-                headers = blocks.apply(message.get("headers", []), block, path, https)
-                headers += fields
-                message["headers"] = headers
+                own = message.get("headers", [])
+                message["headers"] = blocks.apply(own, block, path, https, fields)
             await send(message)
 
         try:

@@ -14,11 +14,12 @@ chosen by its Content-Type, the request's path (the docs pages' own CSP) and sch
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Fields = list[tuple[bytes, bytes]]
+Field = tuple[bytes, bytes]
+Fields = list[Field]
 
 # Headers that advertise the implementation (OWASP secure-headers "remove" list, the
 # ones a Python stack can emit). uvicorn's own Server header is off by --no-server-header;
@@ -115,9 +116,12 @@ class HeaderBlocks:
         blocks = self.docs if path in self.docs_paths else self.document
         return blocks[https]
 
-    def apply(self, headers: Fields, block: Fields, path: str, https: bool) -> Fields:
-        """``headers`` (a response's own) with the security fields: ``block`` unless the
-        response is HTML, then the document block; the app's values for owned names go."""
+    def apply(
+        self, headers: Fields, block: Fields, path: str, https: bool, more: Sequence[Field] = ()
+    ) -> Fields:
+        """``headers`` (a response's own) with the security fields, then ``more``: the
+        fields are ``block`` unless the response is HTML, then the document block; the
+        app's values for owned names go. One new list, the response's own is untouched."""
         owned = self.owned
         replaced = False
         for name, value in headers:
@@ -127,8 +131,8 @@ class HeaderBlocks:
             elif name in owned:
                 replaced = True
         if replaced:
-            return [pair for pair in headers if pair[0] not in owned] + block
-        return [*headers, *block]
+            return [*(pair for pair in headers if pair[0] not in owned), *block, *more]
+        return [*headers, *block, *more]
 
 
 class SecurityHeadersMiddleware:
