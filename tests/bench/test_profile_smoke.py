@@ -21,6 +21,7 @@ def profile(tmp_path_factory):
     arguments = [
         "--out", str(out), "--no-valgrind", "--layer-rounds", "6",
         "--server-rounds", "1", "--server-duration", "0.5", "--live-seconds", "2",
+        "--concern-calls", "600",
     ]  # fmt: skip
     assert main(arguments) == 0
     return json.loads((out / "profile.json").read_text()), (out / "profile.md").read_text()
@@ -75,3 +76,15 @@ def test_the_live_server_is_sampled(profile):
     # The sampled process is Gatehouse's: its edge shows up in the stacks.
     assert any(name.startswith("gatehouse/") for name, _share in functions["edge_inclusive"])
     assert "## 3. Functions, live" in report
+
+
+def test_every_concern_of_the_edge_is_measured(profile):
+    from bench.concerns import PIECES
+
+    data, report = profile
+    assert [row["piece"] for row in data["concerns"]] == [
+        *[piece for piece in PIECES if piece != "empty-loop"],
+        "empty-loop",
+    ]
+    assert all(row["per_call"] > 0 for row in data["concerns"])
+    assert "## 4. The edge's concerns, one call at a time" in report

@@ -227,7 +227,7 @@ CASES: list[Case] = [
         source=TRUSTED_PEER,
     ),
     # --- Origin: one, or the layers could judge different ones ---
-    # Two Origin fields: SingleHeaderMiddleware's 400, whichever comes first.
+    # Two Origin fields: the single-header rule's 400, whichever comes first.
     Case(
         "origin-two-refused-first",
         json_post(
@@ -250,8 +250,8 @@ CASES: list[Case] = [
         201,
     ),
     # --- Host ---
-    # Every refused Host is the host allowlist's 400 (TrustedHostMiddleware), or for two
-    # Host fields SingleHeaderMiddleware's 400 (RFC 9112 3.2), never a 404 or a redirect.
+    # Every refused Host is the host allowlist's 400 (trusted_hosts), or for two
+    # Host fields the single-header rule's 400 (RFC 9112 3.2), never a 404 or a redirect.
     Case("host-empty", request(host=b""), 400),
     Case("host-missing", request(host=None), 400),
     # HTTP/1.0 needs no Host, but a request without one names no host the allowlist has.

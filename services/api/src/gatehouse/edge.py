@@ -199,7 +199,6 @@ class Edge:
         self.app = api.app  # the app behind the edge, named as ASGI layers name it
         self.store = store
         self.metrics = metrics
-        self.access_log = settings.access_log
         self.request_ids = RequestIds()
         self.observe: RequestObserver = _request_observer(metrics, settings.access_log)
         self.logger = logging.getLogger("gatehouse.access")
