@@ -13,8 +13,6 @@ same); its reply's handling is. Without valgrind, CPU time per call instead.
 from __future__ import annotations
 
 import os
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from bench.run import GATEHOUSE_ENV, ROOT
+from bench.run import GATEHOUSE_ENV
 
 LONG, SHORT = 60_000, 10_000
 
@@ -132,19 +130,10 @@ class ConcernRow:
 
 
 def _run(piece: str, calls: int, env: dict[str, str], valgrind: bool) -> float:
+    from bench.profile import run_counted
+
     command = [sys.executable, "-m", "bench.concerns", "--worker", piece, str(calls)]
-    if valgrind:
-        command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
-                   "--cachegrind-out-file=/dev/null", *command]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"concern {piece} failed: {done.stderr.strip()[-500:]}")
-    if valgrind:
-        match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
-        if match is None:
-            raise RuntimeError(f"no instruction count from valgrind: {done.stderr[-300:]}")
-        return float(match.group(1).replace(",", ""))
-    return float(done.stdout.split("cpu_seconds=")[1])
+    return run_counted(command, env, valgrind, f"concern {piece}")
 
 
 def measure_concerns(

@@ -224,12 +224,18 @@ class LayerRow:
 
 def _run_worker(config: str, rounds: int, env: dict[str, str], valgrind: bool) -> float:
     command = [sys.executable, "-m", "bench.profile", "--worker", config, str(rounds)]
+    return run_counted(command, env, valgrind, f"worker {config}")
+
+
+def run_counted(command: list[str], env: dict[str, str], valgrind: bool, what: str) -> float:
+    """Run a worker ``command``: the instructions it ran (valgrind), else the CPU
+    seconds it printed (``cpu_seconds=``)."""
     if valgrind:
         command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                    "--cachegrind-out-file=/dev/null", *command]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {config} failed: {done.stderr.strip()[-500:]}")
+        raise RuntimeError(f"{what} failed: {done.stderr.strip()[-500:]}")
     if valgrind:
         match = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if match is None:
