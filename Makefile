@@ -22,7 +22,7 @@ venv: $(VENV_STAMP) ## the virtualenv, synced from uv.lock
 
 .PHONY: system-deps
 system-deps: ## Debian packages the tests need (redis-server), when missing and possible
-	@scripts/ensure-system-deps redis-server wrk nginx-light chromium
+	@scripts/ensure-system-deps redis-server wrk nginx-light chromium gcc
 
 .PHONY: run
 run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults (memory limits)
@@ -30,18 +30,26 @@ run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff (lint + format check) and mypy --strict on the service
-	$(PY) -m ruff check services tests bench stack cluster
-	$(PY) -m ruff format --check services tests bench stack cluster
+	$(PY) -m ruff check services tests bench stack cluster scripts/build-compiled
+	$(PY) -m ruff format --check services tests bench stack cluster scripts/build-compiled
 	$(PY) -m mypy
 
 .PHONY: format
 format: $(VENV_STAMP) ## apply ruff's fixes and formatting
-	$(PY) -m ruff check --fix services tests bench stack cluster
-	$(PY) -m ruff format services tests bench stack cluster
+	$(PY) -m ruff check --fix services tests bench stack cluster scripts/build-compiled
+	$(PY) -m ruff format services tests bench stack cluster scripts/build-compiled
 
 .PHONY: test-unit
 test-unit: $(VENV_STAMP) ## in-process tests, nothing else needed
 	$(PYTEST) tests/unit
+
+.PHONY: compiled
+compiled: $(VENV_STAMP) ## the per-request modules compiled with mypyc -> build/compiled/ (the image ships them)
+	$(PY) scripts/build-compiled
+
+.PHONY: test-compiled
+test-compiled: $(VENV_STAMP) ## the compiled build: its modules native, the unit suite against it
+	$(PYTEST) tests/compiled
 
 .PHONY: test-service
 test-service: $(VENV_STAMP) system-deps ## real uvicorn processes and a real redis-server

@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,7 @@ from importlib import metadata
 from pathlib import Path
 
 from stack.processes import Process, http_ok
-from tests.helpers import RedisServer, Supervised, free_port, temp_dir
+from tests.helpers import RedisServer, Supervised, compiled_build, free_port, temp_dir
 
 from bench.capacity import process_cpu_seconds
 from bench.load import LoadResult, run_load
@@ -49,6 +50,8 @@ SEARCH = "/search?q=x"
 ALLOWED_ORIGIN = "http://localhost:5173"
 # Never refuse during a benchmark: every request pays for a full check.
 BENCH_LIMIT = "1000000/minute"
+# The shared library of the compiled build (scripts/build-compiled's group).
+COMPILED_RUNTIME = "gatehouse_edge__mypyc"
 # Gatehouse as every other path builds it: the application factory.
 GATEHOUSE_APP = "gatehouse.service:create_app"
 GATEHOUSE_ENV = {
@@ -70,6 +73,8 @@ class Server(Supervised):
     app: str
     env: dict[str, str]
     redis: RedisServer | None = None
+    # The compiled build to run (``make compiled``), or None for the sources.
+    build: Path | None = None
     port: int = field(default_factory=free_port)
     process: Process | None = None
     startup_s: float = 0.0
@@ -77,6 +82,10 @@ class Server(Supervised):
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
         env.update(self.env)
+        if self.build is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(self.build), env.get("PYTHONPATH")])
+            )
         argv = [
             PYTHON,
             "-m",
@@ -105,6 +114,14 @@ class Server(Supervised):
             interval=0.01,
         )
         self.startup_s = time.monotonic() - started
+        if self.build is not None and not self.runs_compiled():
+            raise RuntimeError(f"{self.name} did not load the compiled build {self.build}")
+
+    def runs_compiled(self) -> bool:
+        """Whether the worker mapped the compiled build's runtime: proof, not intent."""
+        assert self.process is not None and self.process.pid is not None
+        maps = Path(f"/proc/{self.process.pid}/maps").read_text()
+        return COMPILED_RUNTIME in maps and str(self.build) in maps
 
     def _status_mb(self, field_name: str) -> float:
         assert self.process is not None and self.process.pid is not None
@@ -437,11 +454,19 @@ class InstructionRow:
     x_floor: float  # this over the floor's
 
 
-# The bench.profile worker configurations and the servers they stand for.
-INSTRUCTION_CONFIGS = {"bare": "bare", "floor": "floor", "gatehouse-redis": "gatehouse"}
+# The servers counted, each as a bench.profile worker configuration and whether it runs
+# the compiled build (when the run has one).
+INSTRUCTION_CONFIGS = {
+    "bare": ("bare", False),
+    "floor": ("floor", False),
+    "gatehouse-redis": ("gatehouse", True),
+    "gatehouse-redis-interpreted": ("gatehouse", False),
+}
 
 
-def measure_instructions(redis_url: str, rounds: int, valgrind: bool) -> list[InstructionRow]:
+def measure_instructions(
+    redis_url: str, rounds: int, valgrind: bool, build: Path | None
+) -> list[InstructionRow]:
     """Instructions per request through uvicorn's HTTP protocol, in process (bench.profile).
 
     The count does not drift with the machine's speed, so it settles what req/s ratios
@@ -453,16 +478,26 @@ def measure_instructions(redis_url: str, rounds: int, valgrind: bool) -> list[In
     env.update(GATEHOUSE_ENV)
     env["APP_REDIS_URL"] = redis_url  # Gatehouse on the shared Redis
     env["BENCH_REDIS_URL"] = redis_url  # the floor's own check
+    compiled_env = dict(env)
+    if build is not None:
+        compiled_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(build), env.get("PYTHONPATH")])
+        )
+    configs = {
+        name: (config, compiled_env if compiled else env)
+        for name, (config, compiled) in INSTRUCTION_CONFIGS.items()
+        if build is not None or name != "gatehouse-redis-interpreted"  # else the same twice
+    }
     # Counted instructions do not depend on what else runs: use every core. CPU time does.
     workers = (os.cpu_count() or 1) if valgrind else 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
         costs = list(
             pool.map(
-                lambda config: cost_per_request(config, rounds, env, valgrind),
-                INSTRUCTION_CONFIGS.values(),
+                lambda plan: cost_per_request(plan[0], rounds, plan[1], valgrind),
+                configs.values(),
             )
         )
-    per_server = dict(zip(INSTRUCTION_CONFIGS, costs, strict=True))
+    per_server = dict(zip(configs, costs, strict=True))
     unit = "instructions" if valgrind else "CPU us"
     return [
         InstructionRow(name, cost, unit, cost / per_server["floor"] if per_server["floor"] else 0.0)
@@ -557,6 +592,19 @@ def versions() -> dict[str, str]:
     return found
 
 
+def build_note(build: Path | None) -> str:
+    """What the gatehouse-* servers ran, for the report."""
+    if build is None:
+        return "the sources, interpreted (--build interpreted)"
+    compiled = sorted(build.rglob(f"*{sysconfig.get_config_var('EXT_SUFFIX')}"))
+    modules = [path for path in compiled if COMPILED_RUNTIME not in path.name]
+    return (
+        f"the compiled build the image ships (make compiled: {len(modules)} hot-path modules, "
+        f"mypyc {metadata.version('mypy')}); `gatehouse-redis-interpreted` is the same on the "
+        "sources"
+    )
+
+
 def _cell(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -571,6 +619,9 @@ def headline(rows: list[Row], instructions: list[InstructionRow], latency: list[
             f"{paired_ratio(rounds['gatehouse-redis'], rounds['bare']):.2f}x bare FastAPI's "
             f"req/s ({paired_ratio(rounds['gatehouse-redis'], rounds['floor']):.2f}x the floor's)"
         )
+    if {"gatehouse-redis", "gatehouse-redis-interpreted", "bare", "floor"} <= rounds.keys():
+        ratio = paired_ratio(rounds["gatehouse-redis-interpreted"], rounds["bare"])
+        clauses[-1] += f", compiled as the image ships it; {ratio:.2f}x on the sources"
     if {"gatehouse-memory", "bare"} <= rounds.keys():
         clauses.append(
             f"{paired_ratio(rounds['gatehouse-memory'], rounds['bare']):.2f}x with the memory store"
@@ -670,7 +721,8 @@ def write_markdown(
         "this contract. `peer` is what a team would pick instead: Starlette's CORSMiddleware, "
         "the `secure` package's headers, `limits`' async Redis storage as a FastAPI dependency "
         "(one script call per check, in its own Redis; no rate-limit headers, no request id). "
-        "`lesson-*` is the lesson's stack (slowapi, `@app.middleware`).",
+        "`lesson-*` is the lesson's stack (slowapi, `@app.middleware`). "
+        f"The `gatehouse-*` servers run {meta['build']}.",
     ]
     if memory:
         lines += [
@@ -851,6 +903,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-valgrind", action="store_true", help="CPU time instead of instructions"
     )
+    parser.add_argument(
+        "--build", choices=("compiled", "interpreted"), default="compiled",
+        help="what the gatehouse-* servers run: the image's compiled build (make compiled, "
+        "beside a gatehouse-redis-interpreted twin on the sources) or the sources",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     scenarios = set(args.scenarios.split(","))
     unknown = scenarios - set(ALL_SCENARIOS.split(","))
@@ -859,6 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     valgrind = shutil.which("valgrind") is not None and not args.no_valgrind
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    build = compiled_build() if args.build == "compiled" else None
 
     redis_plain = RedisServer()
     redis_lesson = RedisServer()
@@ -870,7 +928,9 @@ def main(argv: list[str] | None = None) -> int:
     redis_peer = RedisServer()
     redis_slow_peer = RedisServer()
     redis_instructions = RedisServer()
+    redis_interpreted = RedisServer()
     redises = [
+        redis_interpreted,
         redis_floor,
         redis_plain,
         redis_lesson,
@@ -914,12 +974,20 @@ def main(argv: list[str] | None = None) -> int:
             {"BENCH_STORAGE_URI": url(redis_lesson)},
             redis_lesson,
         )
-        gate_memory = Server("gatehouse-memory", GATEHOUSE_APP, dict(GATEHOUSE_ENV))
+        gate_memory = Server("gatehouse-memory", GATEHOUSE_APP, dict(GATEHOUSE_ENV), build=build)
         gate_redis = Server(
             "gatehouse-redis",
             GATEHOUSE_APP,
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_plain)},
             redis_plain,
+            build=build,
+        )
+        # The same on the sources: what compiling buys (only in a run of the compiled build).
+        gate_interpreted = Server(
+            "gatehouse-redis-interpreted",
+            GATEHOUSE_APP,
+            {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_interpreted)},
+            redis_interpreted,
         )
         # The same, with CPython's default collector settings: what the tuning buys.
         gate_redis_default_gc = Server(
@@ -927,6 +995,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench.apps.gatehouse_default_gc:create_app",
             {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_default_gc)},
             redis_default_gc,
+            build=build,
         )
         # Three windows in one check: still one script call, one round trip.
         gate_windows = Server(
@@ -938,6 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
                 "APP_RATE_LIMIT_SEARCH": "1000000/second;10000000/minute;100000000/hour",
             },
             redis_windows,
+            build=build,
         )
         main_servers = [
             bare,
@@ -948,6 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
             lesson_redis,
             gate_memory,
             gate_redis,
+            *([gate_interpreted] if build is not None else []),
             gate_redis_default_gc,
             gate_windows,
         ]
@@ -992,7 +1063,7 @@ def main(argv: list[str] | None = None) -> int:
                     "gatehouse-redis-slow", GATEHOUSE_APP,
                     {**GATEHOUSE_ENV, "APP_REDIS_URL": url(redis_slow_gatehouse, proxies["gatehouse-redis-slow"].port),
                      "APP_REDIS_TIMEOUT": "1.0"},
-                    redis_slow_gatehouse,
+                    redis_slow_gatehouse, build=build,
                 ),
             }  # fmt: skip
             for server in slow.values():
@@ -1038,7 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
         # Last, with every timed server stopped: valgrind may then take both cores.
         if "instructions" in scenarios:
             instructions = measure_instructions(
-                url(redis_instructions), args.instruction_rounds, valgrind
+                url(redis_instructions), args.instruction_rounds, valgrind, build
             )
     except RuntimeError as error:
         # Minutes of measures are not thrown away for it: the report says what failed.
@@ -1065,6 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
         "instructions_failed": instructions_failed,
         "valgrind": valgrind,
         "versions": versions(),
+        "build": build_note(build),
         "seconds": round(time.monotonic() - started, 1),
     }
     (args.out / "results.json").write_text(

@@ -42,6 +42,7 @@ def test_every_server_is_measured_and_checks_redis_once_per_request(bench):
         "lesson-redis",
         "gatehouse-memory",
         "gatehouse-redis",
+        "gatehouse-redis-interpreted",
         "gatehouse-redis-default-gc",
         "gatehouse-redis-3-windows",
     }
@@ -49,6 +50,9 @@ def test_every_server_is_measured_and_checks_redis_once_per_request(bench):
     assert (out / "results.png").stat().st_size > 0
     assert "| throughput | gatehouse-redis |" in report
     assert "| throughput | peer |" in report
+    # The gatehouse-* servers ran the compiled build (a server that did not map it stops
+    # the run), beside the twin on the sources.
+    assert "run the compiled build the image ships" in report
     # Behaviour, not speed: one script call per limited request, three windows included;
     # the floor and the peer stack make the same single check.
     for server in ("gatehouse-redis", "gatehouse-redis-3-windows", "floor", "peer"):
@@ -98,7 +102,7 @@ def test_open_loop_sends_exactly_the_schedule(bench):
 def test_instructions_are_counted_for_the_floor_and_gatehouse(bench):
     data, report, _ = bench
     counted = {row["server"]: row for row in data["instructions"]}
-    assert set(counted) == {"bare", "floor", "gatehouse-redis"}
+    assert set(counted) == {"bare", "floor", "gatehouse-redis", "gatehouse-redis-interpreted"}
     assert all(row["per_request"] > 0 for row in counted.values())
     assert counted["floor"]["x_floor"] == 1.0
     # Without valgrind the same worker is timed instead, and the report says so.

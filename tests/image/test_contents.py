@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 
 import pytest
 
@@ -61,6 +62,11 @@ print(json.dumps({
         {(d.metadata["Name"].lower().replace("_", "-"), d.version) for d in md.distributions()}
     ),
     "sbom_sha256": hashlib.sha256(open("%s", "rb").read()).hexdigest(),
+    "abi": f"cp{sys.version_info.major}{sys.version_info.minor}",
+    "edge_files": {
+        name: importlib.import_module(name).__file__
+        for name in ("gatehouse.edge", "gatehouse.ratelimit.limiter", "gatehouse.service")
+    },
 }))
 """.replace("%s", SBOM_PATH)
 
@@ -116,6 +122,21 @@ def test_every_compiled_extension_imports(inventory: dict) -> None:
     FACTS["python in image"] = inventory["python"]
     assert len(inventory["extensions"]) >= 5, inventory["extensions"]
     assert inventory["broken_extensions"] == {}
+
+
+def test_the_edge_is_compiled_when_the_host_can_build_for_the_base(inventory: dict) -> None:
+    """scripts/build-image puts the mypyc build in the wheel when this host's Python has
+    the base's ABI (the case here); `make bench` measures that build."""
+    files = inventory["edge_files"]
+    host_abi = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    if inventory["abi"] != host_abi:
+        assert files["gatehouse.edge"].endswith(".py"), files
+        pytest.skip(f"the base's Python is {inventory['abi']}, this host's {host_abi}: sources")
+    FACTS["edge"] = "compiled (mypyc)"
+    assert files["gatehouse.edge"].endswith(".so"), files
+    assert files["gatehouse.ratelimit.limiter"].endswith(".so"), files
+    # Start-up code stays interpreted; the sources ship beside the extensions either way.
+    assert files["gatehouse.service"].endswith(".py"), files
 
 
 def test_sbom_names_exactly_what_is_installed(image_config: dict, inventory: dict) -> None:
