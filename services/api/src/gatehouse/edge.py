@@ -183,7 +183,7 @@ def build_concerns(policy: EdgePolicy, store: FailoverStore, metrics: Metrics) -
         limiter=RateLimiter(
             policy.rate_limits,
             store,
-            on_decision=metrics.hot_path.count_decision,
+            decision_counts=metrics.hot_path.decision_counts,
             exempt=policy.rate_limit_exempt,
         ),
     )

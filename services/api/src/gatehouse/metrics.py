@@ -22,6 +22,25 @@ def _cumulative(bounds: tuple[float, ...], histogram: list[float]) -> list[tuple
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# The outcomes of a rate-limit check, as exported (``decision`` label), in label order.
+DECISIONS = ("allowed", "denied", "shadow_denied", "unavailable")
+
+
+class DecisionCounts:
+    """One route's rate-limit decisions, by outcome (``DECISIONS``).
+
+    The limiter holds each route's counts and increments an attribute per check: one
+    addition instead of a call and a dictionary update keyed by (route, decision).
+    """
+
+    __slots__ = ("allowed", "denied", "shadow_denied", "unavailable")
+
+    def __init__(self) -> None:
+        self.allowed = self.denied = self.shadow_denied = self.unavailable = 0
+
+    def count(self, decision: str) -> None:
+        """Count one ``decision`` given by name (off the hot path)."""
+        setattr(self, decision, getattr(self, decision) + 1)
 
 
 class HotPathStats:
@@ -40,7 +59,8 @@ class HotPathStats:
     def __init__(self) -> None:
         # (route, method, status) -> [count, sum of seconds, count per bucket (+Inf last)]
         self.series: dict[tuple[str, str, int], list[float]] = {}
-        self.decisions: dict[tuple[str, str], int] = {}
+        # route -> its decisions; never replaced, so a reload's limiter counts on.
+        self.decisions: dict[str, DecisionCounts] = {}
         self.redis_latency = [0.0] * (len(REDIS_BUCKETS) + 2)  # buckets, then the sum
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -63,9 +83,12 @@ class HotPathStats:
         self.redis_latency[bisect_left(REDIS_BUCKETS, seconds)] += 1
         self.redis_latency[-1] += seconds
 
-    def count_decision(self, route: str, decision: str) -> None:
-        key = (route, decision)
-        self.decisions[key] = self.decisions.get(key, 0) + 1
+    def decision_counts(self, route: str) -> DecisionCounts:
+        """Where ``route``'s decisions are counted: the same object for the process's life."""
+        counts = self.decisions.get(route)
+        if counts is None:
+            counts = self.decisions[route] = DecisionCounts()
+        return counts
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -100,8 +123,11 @@ class HotPathStats:
             "(allowed, denied, unavailable, shadow_denied: a shadow limit that would refuse).",
             labels=("route", "decision"),
         )
-        for (route, decision), count in sorted(self.decisions.items()):
-            decisions.add_metric((route, decision), count)
+        for route, counts in sorted(self.decisions.items()):
+            for decision in DECISIONS:
+                count = getattr(counts, decision)
+                if count:  # a series appears with its route's first such decision
+                    decisions.add_metric((route, decision), count)
         yield decisions
 
 

@@ -9,6 +9,7 @@ from typing import NamedTuple
 from starlette.requests import Request
 from starlette.types import Scope
 
+from ..metrics import DecisionCounts
 from ..middleware.problem import problem_body
 from ..middleware.request_context import LIMITED_ROUTE_KEY
 from .failover import FailoverStore, LimitUnavailable
@@ -26,9 +27,9 @@ RATE_LIMIT_HEADERS = (
     "Retry-After",
 )
 
-# Called per decision: (route template, "allowed" | "denied" | "unavailable" |
-# "shadow_denied", the last for a shadow limit that would have refused).
-DecisionObserver = Callable[[str, str], None]
+# Where a route's decisions are counted, by route template: "allowed", "denied",
+# "unavailable", and "shadow_denied" for a shadow limit that would have refused.
+DecisionCountsFor = Callable[[str], DecisionCounts]
 MAX_EXEMPT_CACHE = 4096
 UNAVAILABLE_BODY = problem_body(
     503, "Service Unavailable", "rate limiting is unavailable; retry later"
@@ -70,6 +71,11 @@ def _describe(policy: RoutePolicy) -> str:
     return "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
 
 
+# b"0" to b"4095": the remaining count and the seconds to reset are small on almost
+# every response, and indexing here costs a quarter of formatting (b"%d" % n).
+_DECIMALS = tuple(b"%d" % n for n in range(4096))
+
+
 def rate_limit_headers(
     policy: RoutePolicy, counts: tuple[int, ...], resets_ms: tuple[int, ...]
 ) -> list[tuple[bytes, bytes]]:
@@ -92,14 +98,17 @@ def rate_limit_headers(
     reset = -(-resets_ms[closest] // 1000)  # whole seconds, rounded up
     if reset < 0:
         reset = 0
-    remaining_text = b"%d" % remaining
-    reset_text = b"%d" % reset
+    remaining_text = _DECIMALS[remaining] if remaining < 4096 else b"%d" % remaining
+    reset_text = _DECIMALS[reset] if reset < 4096 else b"%d" % reset
     return [
         policy.limit_fields[closest],
         (b"x-ratelimit-remaining", remaining_text),
         (b"x-ratelimit-reset", reset_text),
         policy.policy_field,
-        (b"ratelimit", b"%s;r=%s;t=%s" % (policy.item_names[closest], remaining_text, reset_text)),
+        (
+            b"ratelimit",
+            b"".join((policy.remaining_heads[closest], remaining_text, b";t=", reset_text)),
+        ),
     ]
 
 
@@ -126,7 +135,7 @@ class RateLimiter:
         table: RouteTable,
         store: FailoverStore,
         key_prefix: str = "gatehouse",
-        on_decision: DecisionObserver | None = None,
+        decision_counts: DecisionCountsFor | None = None,
         exempt: ExemptNetworks | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -134,7 +143,11 @@ class RateLimiter:
         self.exempt = exempt or ExemptNetworks()
         self.store = store
         self.key_head = key_prefix + ":{"
-        self.on_decision = on_decision or (lambda route, decision: None)
+        self.decision_counts = decision_counts or (lambda route: DecisionCounts())
+        # Each route's counts, found once per table: a check adds to them directly.
+        self.counts = {
+            policy.route: self.decision_counts(policy.route) for policy in table.policies()
+        }
         self.logger = logger or logging.getLogger("gatehouse.ratelimit")
 
     async def check(
@@ -152,6 +165,7 @@ class RateLimiter:
             if client and client[0] in self.exempt:
                 return None
 
+        counts = self.counts[policy.route]
         scope[LIMITED_ROUTE_KEY] = policy.route
         if policy.key_func is not None:
             client_id = policy.key_func(Request(scope))
@@ -169,7 +183,7 @@ class RateLimiter:
         try:
             verdict = await self.store.hit(keys, policy)
         except LimitUnavailable as unavailable:
-            self.on_decision(policy.route, "unavailable")
+            counts.unavailable += 1
             if policy.shadow:
                 return None
             return Refusal(
@@ -181,9 +195,9 @@ class RateLimiter:
         if policy.shadow:
             # Counted exactly as if enforced; the client sees nothing of it.
             if verdict.allowed:
-                self.on_decision(policy.route, "allowed")
+                counts.allowed += 1
             else:
-                self.on_decision(policy.route, "shadow_denied")
+                counts.shadow_denied += 1
                 self.logger.info(
                     "shadow limit would have refused",
                     extra={
@@ -198,13 +212,17 @@ class RateLimiter:
 
         headers = rate_limit_headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
-            self.on_decision(policy.route, "denied")
+            counts.denied += 1
             headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
             body = problem_body(429, "Too Many Requests", f"limit {_describe(policy)}")
             return Refusal(429, body, headers)
 
-        self.on_decision(policy.route, "allowed")
+        counts.allowed += 1
         return headers
+
+    def on_decision(self, route: str, decision: str) -> None:
+        """Count one ``decision`` for ``route`` by name, as a check counts it."""
+        self.decision_counts(route).count(decision)
 
     @staticmethod
     def _retry_after(policy: RoutePolicy, verdict: Verdict) -> int:

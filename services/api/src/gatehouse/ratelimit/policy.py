@@ -51,10 +51,10 @@ class RoutePolicy:
     # The check script's ARGV: cost, then (amount, window in ms) per window.
     script_args: tuple[int, ...] = field(init=False)
     # Response header fields that never change: X-RateLimit-Limit per window, and
-    # RateLimit-Policy; the item name per window, for the RateLimit field.
+    # RateLimit-Policy; per window, the RateLimit field's value up to the remaining count.
     limit_fields: tuple[tuple[bytes, bytes], ...] = field(init=False)
     policy_field: tuple[bytes, bytes] = field(init=False)
-    item_names: tuple[bytes, ...] = field(init=False)
+    remaining_heads: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         names = [self._item_name(window) for window in self.windows]
@@ -75,7 +75,7 @@ class RoutePolicy:
                 (b"x-ratelimit-limit", b"%d" % window.amount) for window in self.windows
             ),
             "policy_field": (b"ratelimit-policy", ", ".join(items).encode("latin-1")),
-            "item_names": tuple(f'"{name}"'.encode("latin-1") for name in names),
+            "remaining_heads": tuple(f'"{name}";r='.encode("latin-1") for name in names),
         }
         for attribute, value in constants.items():
             object.__setattr__(self, attribute, value)
@@ -107,6 +107,13 @@ class RouteTable:
             else:
                 self.static.setdefault(route.path, (methods, policy))
         self.unmatched = unmatched
+
+    def policies(self) -> list[RoutePolicy]:
+        """Every policy a request can match, the unmatched paths' too."""
+        found = [policy for _, policy in self.static.values()]
+        found += [policy for _, _, policy in self.templated]
+        found.append(self.unmatched)
+        return [policy for policy in found if policy is not None]
 
     def match(self, scope: Scope) -> RoutePolicy | None:
         path: str = scope["path"]
