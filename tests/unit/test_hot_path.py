@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -10,8 +11,11 @@ import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gatehouse.metrics import HotPathStats
 from gatehouse.middleware.cors import CorsPolicy
+from gatehouse.middleware.request_context import RequestIds
 from gatehouse.middleware.request_head import RequestHead
+from gatehouse.ratelimit.limiter import rate_limit_headers
 from gatehouse.ratelimit.memory import MemoryWindowStore
 from gatehouse.ratelimit.pipeline import PipelinedRedis, encode_command
 from gatehouse.ratelimit.policy import RoutePolicy, Window
@@ -156,3 +160,36 @@ def test_the_edge_is_served_as_asgi3():
     config = uvicorn.Config(build_service(settings), lifespan="off", proxy_headers=False)
     config.load()
     assert config.interface == "asgi3"
+
+
+@pytest.mark.parametrize("start", [0, 4_090, 2**40 - 3])
+def test_made_request_ids_are_the_prefix_and_the_counter_in_ten_hex_digits(start):
+    """The head formatted once per 4,096 ids gives what formatting each id would."""
+    ids = RequestIds()
+    ids.counter = itertools.count(start)
+    for number in range(start, start + 5_000):
+        assert ids.take(None) == b"%s%010x" % (ids.prefix, number)
+
+
+@pytest.mark.parametrize(("count", "reset_ms"), [(5, 1_000), (0, 59_001), (1, 4_096_000)])
+def test_rate_limit_fields_are_the_formatted_numbers(count, reset_ms):
+    """The small-number table and formatting agree, on both sides of its end."""
+    policy = RoutePolicy("search", "/search", (Window(10_000, 5_000),))
+    fields = dict(rate_limit_headers(policy, (count,), (reset_ms,)))
+    remaining, reset = 10_000 - count, -(-reset_ms // 1000)
+    assert fields[b"x-ratelimit-remaining"] == b"%d" % remaining
+    assert fields[b"x-ratelimit-reset"] == b"%d" % reset
+    assert fields[b"ratelimit"] == b'"search";r=%d;t=%d' % (remaining, reset)
+
+
+def test_decision_counts_outlive_a_reload_and_export_only_what_happened():
+    stats = HotPathStats()
+    before = stats.decision_counts("/search")
+    before.allowed += 2
+    after = stats.decision_counts("/search")  # a reload's limiter asks again
+    assert after is before
+    after.denied += 1
+    stats.decision_counts("/items/{item_id}")  # known, never decided: not exported
+    family = next(m for m in stats.collect() if m.name == "gatehouse_ratelimit_decisions")
+    samples = [(s.labels["route"], s.labels["decision"], s.value) for s in family.samples]
+    assert samples == [("/search", "allowed", 2), ("/search", "denied", 1)]

@@ -242,3 +242,13 @@ def test_the_cluster_client_never_reruns_a_check_it_sent():
 
     runner = RedisPyRunner.from_url("redis+cluster://127.0.0.1:7000", None, 0.25)
     assert runner.client.reinitialize_steps == 0
+
+
+async def test_decisions_are_counted_per_route_and_outcome():
+    async with make_client(rate_limit_search="1/minute") as client:
+        await client.get("/search?q=x")
+        await client.get("/search?q=x")
+        metrics = (await client.get("/metrics")).text
+    assert 'gatehouse_ratelimit_decisions_total{decision="allowed",route="/search"} 1.0' in metrics
+    assert 'gatehouse_ratelimit_decisions_total{decision="denied",route="/search"} 1.0' in metrics
+    assert 'decision="unavailable",route="/search"' not in metrics  # none happened

@@ -38,10 +38,6 @@ class DecisionCounts:
     def __init__(self) -> None:
         self.allowed = self.denied = self.shadow_denied = self.unavailable = 0
 
-    def count(self, decision: str) -> None:
-        """Count one ``decision`` given by name (off the hot path)."""
-        setattr(self, decision, getattr(self, decision) + 1)
-
 
 class HotPathStats:
     """The per-request metrics, kept as plain numbers and exported at scrape time.

@@ -22,6 +22,8 @@ _REQUEST_ID_CHARACTERS = frozenset(
 )
 UNMATCHED_ROUTE = "<unmatched>"
 LIMITED_ROUTE_KEY = "gatehouse.limited_route"
+# The last three hex digits of a made id, by the counter's low 12 bits.
+_LOW_DIGITS = tuple(b"%03x" % n for n in range(4096))
 INTERNAL_ERROR_BODY = b'{"type":"about:blank","title":"Internal Server Error","status":500}'
 
 # Called once per finished request: (scope, status, duration in seconds, request id).
@@ -53,9 +55,16 @@ class RequestIds:
     def __init__(self) -> None:
         self.prefix = os.urandom(8).hex().encode()
         self.counter = itertools.count()
+        # The id is the prefix and the counter in ten hex digits; all but the last three
+        # change once per 4,096 ids, so they are formatted then, not per request.
+        self.head = b""
 
     def take(self, sent: bytes | None) -> bytes:
         """The id for a request that sent ``sent`` (its first X-Request-ID, or None)."""
         if sent is not None and _accepted_request_id(sent):
             return sent
-        return b"%s%010x" % (self.prefix, next(self.counter))
+        number = next(self.counter)
+        low = number & 0xFFF
+        if low == 0 or not self.head:
+            self.head = b"%s%07x" % (self.prefix, number >> 12)
+        return self.head + _LOW_DIGITS[low]

@@ -117,7 +117,12 @@ class HeaderBlocks:
         return blocks[https]
 
     def apply(
-        self, headers: Fields, block: Fields, path: str, https: bool, more: Sequence[Field] = ()
+        self,
+        headers: Sequence[Field],
+        block: Fields,
+        path: str,
+        https: bool,
+        more: Sequence[Field] = (),
     ) -> Fields:
         """``headers`` (a response's own) with the security fields, then ``more``: the
         fields are ``block`` unless the response is HTML, then the document block; the

@@ -2,16 +2,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol
 
 from .errors import StorageError
 from .memory import MemoryWindowStore
 from .policy import RoutePolicy
-from .redis_store import RedisWindowStore
 from .script import Verdict
 
 FailureMode = Literal["open", "closed"]
+
+
+class SharedStore(Protocol):
+    """The shared counter as FailoverStore uses it: ``redis_store.RedisWindowStore``.
+
+    A protocol, not that class: compiled (``make compiled``), an argument typed with a
+    class is checked against it when called, and the unit tests pass a stand-in.
+    """
+
+    def call(self, keys: Sequence[str], policy: RoutePolicy) -> Awaitable[Any]: ...
+    def verdict(self, reply: Any, started: float) -> Verdict: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
 
 
 class LimitUnavailable(Exception):
@@ -41,7 +53,7 @@ class FailoverStore:
 
     def __init__(
         self,
-        primary: RedisWindowStore | None,
+        primary: SharedStore | None,
         mode: FailureMode,
         replicas: int,
         retry_interval: float,

@@ -220,10 +220,6 @@ class RateLimiter:
         counts.allowed += 1
         return headers
 
-    def on_decision(self, route: str, decision: str) -> None:
-        """Count one ``decision`` for ``route`` by name, as a check counts it."""
-        self.decision_counts(route).count(decision)
-
     @staticmethod
     def _retry_after(policy: RoutePolicy, verdict: Verdict) -> int:
         """Seconds until every window that refused has room again (at least 1)."""

@@ -28,6 +28,7 @@ from .policy import RoutePolicy
 from .script import CHECK_SCRIPT, Verdict, parse_reply
 
 EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n"
+_new_tuple = tuple.__new__  # bound once: a Verdict per check (see ``script.verdict``)
 
 
 class EvalOnNoScript:
@@ -297,7 +298,7 @@ class RedisWindowStore:
             self.observe_latency(time.perf_counter() - started)
         try:
             if len(reply) == 3:  # one window, most limits: ``parse_reply`` inline
-                return tuple.__new__(Verdict, (reply[0] == 1, (reply[1],), (reply[2],)))
+                return _new_tuple(Verdict, (reply[0] == 1, (reply[1],), (reply[2],)))
             return parse_reply(reply)
         except (TypeError, ValueError, IndexError) as error:
             raise StorageError(f"unexpected reply {reply!r}") from error
