@@ -205,7 +205,7 @@ disabled_plugins = [
 """
 
 
-def cni_conflist() -> str:
+def cni_conflist(layout: Layout) -> str:
     return json.dumps(
         {
             "cniVersion": "1.0.0",
@@ -220,6 +220,10 @@ def cni_conflist() -> str:
                     "hairpinMode": True,  # a pod reaching itself through its Service
                     "ipam": {
                         "type": "host-local",
+                        # Its leases live and die with this cluster's run folder: in the
+                        # default /var/lib/cni they outlived an unclean stop, and after a
+                        # few of those the /24 ran out (no IP addresses available).
+                        "dataDir": str(layout.ipam),
                         "ranges": [[{"subnet": NODE_POD_CIDR}]],
                         "routes": [{"dst": "0.0.0.0/0"}],
                     },
@@ -241,4 +245,4 @@ def write_all(layout: Layout, pause_tag: str) -> None:
     write(config / "kubelet.yaml", yaml.safe_dump(kubelet_config(layout)), 0o644)
     write(config / "kube-proxy.yaml", yaml.safe_dump(kube_proxy_config(layout)), 0o644)
     write(config / "containerd.toml", containerd_config(layout, pause_tag), 0o644)
-    write(config / "cni" / "10-gatehouse.conflist", cni_conflist(), 0o644)
+    write(config / "cni" / "10-gatehouse.conflist", cni_conflist(layout), 0o644)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from cluster.layout import BRIDGE, NODE_INTERFACE, NODE_IP, POD_CIDR, SERVICE_CIDR, Layout
 
+# Where host-local kept the pod network's leases before they moved to Layout.ipam.
+LEGACY_IPAM = Path("/var/lib/cni/networks/gatehouse")
 GUARD_CHAIN = "GATEHOUSE-GUARD"
 SYSCTLS = {
     "net/ipv4/ip_forward": "1",
@@ -60,8 +62,16 @@ def prepare(layout: Layout) -> None:
     sh("iptables", "-w", "-A", GUARD_CHAIN, "-s", POD_CIDR, "!", "-o", BRIDGE, "-j", "DROP")
     if sh("iptables", "-w", "-C", "FORWARD", "-j", GUARD_CHAIN, check=False).returncode != 0:
         sh("iptables", "-w", "-I", "FORWARD", "1", "-j", GUARD_CHAIN)
+    # No pod runs before containerd starts, so no lease is live: any left by a stop that
+    # never ran (a killed session) would only shrink the pods' /24.
+    forget_leases(layout)
     for folder in (layout.state, layout.run, layout.kubelet_root):
         folder.mkdir(parents=True, exist_ok=True)
+
+
+def forget_leases(layout: Layout) -> None:
+    shutil.rmtree(layout.ipam, ignore_errors=True)
+    shutil.rmtree(LEGACY_IPAM, ignore_errors=True)  # the network's name is ours
 
 
 def mounts_under(prefixes: list[Path]) -> list[str]:
@@ -168,6 +178,7 @@ def clean(layout: Layout) -> None:
     remove_rules()
     remove_network()
     shutil.rmtree(layout.run, ignore_errors=True)
+    forget_leases(layout)
     # The logs stay for reading after a stop (a failed CI run prints their tails).
     for entry in layout.state.iterdir() if layout.state.exists() else []:
         if entry != layout.logs:

@@ -85,6 +85,11 @@ class Layout:
         return self.run / "containerd.sock"
 
     @property
+    def ipam(self) -> Path:
+        """The pods' IP leases (host-local); removed with the run folder on stop."""
+        return self.run / "ipam"
+
+    @property
     def kubelet_root(self) -> Path:
         return self.state / "kubelet"
 

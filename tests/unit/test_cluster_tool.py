@@ -82,8 +82,11 @@ def test_oci_archive_is_a_consistent_deterministic_image(tmp_path: Path) -> None
 
 
 def test_pod_network_stays_on_the_machine() -> None:
-    (bridge, firewall, _portmap) = json.loads(configs.cni_conflist())["plugins"]
+    cluster = layout.Layout.default()
+    (bridge, firewall, _portmap) = json.loads(configs.cni_conflist(cluster))["plugins"]
     assert bridge["type"] == "bridge" and bridge["ipMasq"] is False
+    # The IP leases go with the cluster's run folder, which a stop removes (clean()).
+    assert bridge["ipam"]["dataDir"] == str(cluster.run / "ipam")
     # The bridge plugin refuses hairpin and promiscuous mode together.
     assert bridge["hairpinMode"] is True and "promiscMode" not in bridge
     assert firewall["type"] == "firewall"
