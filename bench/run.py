@@ -67,6 +67,11 @@ GATEHOUSE_ENV = {
 }
 
 
+def running_build(env: dict[str, str], build: Path) -> dict[str, str]:
+    """``env`` with the compiled ``build`` first on the path: its extensions shadow the sources."""
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(build), env.get("PYTHONPATH")]))}
+
+
 @dataclass
 class Server(Supervised):
     name: str
@@ -83,9 +88,7 @@ class Server(Supervised):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
         env.update(self.env)
         if self.build is not None:
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(self.build), env.get("PYTHONPATH")])
-            )
+            env = running_build(env, self.build)
         argv = [
             PYTHON,
             "-m",
@@ -481,11 +484,7 @@ def measure_instructions(
     # One hash seed for the long and the short run of a server, so their start-ups are the
     # same work and cancel; with a random seed each, the difference moves by some 3k.
     env["PYTHONHASHSEED"] = "0"
-    compiled_env = dict(env)
-    if build is not None:
-        compiled_env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(build), env.get("PYTHONPATH")])
-        )
+    compiled_env = env if build is None else running_build(env, build)
     configs = {
         name: (config, compiled_env if compiled else env)
         for name, (config, compiled) in INSTRUCTION_CONFIGS.items()

@@ -46,12 +46,7 @@ class HostAllowlist:
         """True when a request for ``path`` with this Host (None: none sent) is refused."""
         if self.allow_all or path in self.exempt_paths:
             return False
-        if raw_host is None:
-            return True
-        verdict = self.verdicts.get(raw_host)  # ``is_allowed``'s cache, read here: a call less
-        if verdict is None:
-            verdict = self.is_allowed(raw_host)
-        return not verdict
+        return raw_host is None or not self.is_allowed(raw_host)
 
     def is_allowed(self, raw_host: bytes) -> bool:
         verdict = self.verdicts.get(raw_host)

@@ -143,11 +143,9 @@ class RateLimiter:
         self.exempt = exempt or ExemptNetworks()
         self.store = store
         self.key_head = key_prefix + ":{"
-        self.decision_counts = decision_counts or (lambda route: DecisionCounts())
+        counts_for = decision_counts or (lambda route: DecisionCounts())
         # Each route's counts, found once per table: a check adds to them directly.
-        self.counts = {
-            policy.route: self.decision_counts(policy.route) for policy in table.policies()
-        }
+        self.counts = {policy.route: counts_for(policy.route) for policy in table.policies()}
         self.logger = logger or logging.getLogger("gatehouse.ratelimit")
 
     async def check(
