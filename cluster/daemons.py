@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -85,6 +86,17 @@ class Daemon:
             f"{self.name}: no {what} after {timeout:.0f} s; last lines of {self.log(layout)}:\n"
             f"{log_tail(self.log(layout))}"
         )
+
+
+def accepts_connections(path: Path) -> bool:
+    """Whether a daemon listens on the Unix socket at path. The file alone proves nothing: a
+    daemon killed without a stop leaves its socket behind, refusing every connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def recorded_pid(pidfile: Path) -> int | None:

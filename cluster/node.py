@@ -323,7 +323,9 @@ def up(layout: Layout) -> None:
 
     containerd = named["containerd"]
     containerd.start(layout)
-    containerd.wait_until(layout, layout.containerd_socket.exists, 60, "socket")
+    containerd.wait_until(
+        layout, lambda: daemons.accepts_connections(layout.containerd_socket), 60, "socket"
+    )
     images.import_static_image(layout, pause_reference(layout), built["pause"] / "pause",
                                {"Entrypoint": ["/pause"], "User": "65535:65535"})  # fmt: skip
     images.import_static_image(layout, coredns_reference(layout), built["coredns"] / "coredns",

@@ -10,7 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from cluster import build, configs, images, layout
+from cluster import build, configs, daemons, images, layout
 
 
 def test_pins_come_from_each_components_go_mod() -> None:
@@ -110,3 +110,18 @@ def test_config_files_are_rewritten_only_when_they_change(tmp_path: Path) -> Non
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == before
     configs.write(path, "a: 2\n", 0o644)
     assert path.read_text() == "a: 2\n" and path.stat().st_ino != before[0]
+
+
+def test_a_socket_left_by_a_killed_daemon_is_not_ready(tmp_path: Path) -> None:
+    import socket
+
+    path = tmp_path / "daemon.sock"
+    assert not daemons.accepts_connections(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    assert daemons.accepts_connections(path)
+    # Closed without unlinking, as a SIGKILL leaves it: the file stays, nobody answers.
+    listener.close()
+    assert path.exists()
+    assert not daemons.accepts_connections(path)
