@@ -9,7 +9,7 @@ import pytest
 from gatehouse.ratelimit.errors import StorageError
 from gatehouse.ratelimit.pipeline import PipelinedRedis, RedisUnavailable
 from gatehouse.ratelimit.redis_store import PipelinedScript
-from gatehouse.ratelimit.script import CHECK_SCRIPT
+from gatehouse.ratelimit.script import FIXED_SCRIPT
 from tests.helpers import RedisServer, free_port
 
 ECHO_SCRIPT = "return {KEYS[1], ARGV[1]}"
@@ -46,7 +46,7 @@ def test_a_flushed_script_is_sent_again_as_eval(redis_db):
 
     async def scenario() -> tuple[list[int], list[int]]:
         connection = PipelinedRedis("127.0.0.1", redis_db.port, timeout=2.0)
-        script = PipelinedScript(connection, CHECK_SCRIPT)
+        script = PipelinedScript(connection, FIXED_SCRIPT)
         try:
             first = await script(["flushed"], [1, 10, 60_000])
             with redis_db.client() as client:

@@ -109,8 +109,8 @@ async def test_open_mode_divides_the_limit_by_the_replicas_while_redis_fails():
         Verdict(True, (1,), (60_000,)),
         Verdict(True, (2,), (60_000,)),
         Verdict(True, (3,), (60_000,)),
-        Verdict(False, (3,), (60_000,)),
-        Verdict(False, (3,), (60_000,)),
+        Verdict(False, (3,), (60_000,), 60_000),
+        Verdict(False, (3,), (60_000,), 60_000),
     ]
     assert shared.calls == 1  # the failure; the rest within the retry interval
     assert harness.events == ["error", "fallback True"]
@@ -124,12 +124,12 @@ async def test_open_mode_divides_each_window_and_keeps_at_least_one():
     policy = RoutePolicy("p", "/p", (Window(10, 1), Window(3, 60)))  # shares: 2 and 1
     keys = ["k:1", "k:60"]
     assert await harness.store.hit(keys, policy) == Verdict(True, (1, 1), (1_000, 60_000))
-    assert await harness.store.hit(keys, policy) == Verdict(False, (1, 1), (1_000, 60_000))
+    assert await harness.store.hit(keys, policy) == Verdict(False, (1, 1), (1_000, 60_000), 60_000)
     harness.clocks.at(60_000)
     assert await harness.store.hit(keys, policy) == Verdict(True, (1, 1), (1_000, 60_000))
-    assert await harness.store.hit(keys, policy) == Verdict(False, (1, 1), (1_000, 60_000))
+    assert await harness.store.hit(keys, policy) == Verdict(False, (1, 1), (1_000, 60_000), 60_000)
     harness.clocks.at(61_000)  # a new second, the same minute: the minute's share is spent
-    assert await harness.store.hit(keys, policy) == Verdict(False, (0, 1), (1_000, 59_000))
+    assert await harness.store.hit(keys, policy) == Verdict(False, (0, 1), (1_000, 59_000), 59_000)
     assert shared.calls == 1
 
 
@@ -142,7 +142,7 @@ async def test_the_fallback_windows_follow_the_window_clock():
     assert await harness.hit(ten_seconds) == Verdict(True, (1,), (2_500,))
     assert await harness.hit(ten_seconds) == Verdict(True, (2,), (2_500,))
     harness.clocks.at(9_999)
-    assert await harness.hit(ten_seconds) == Verdict(False, (2,), (1,))
+    assert await harness.hit(ten_seconds) == Verdict(False, (2,), (1,), 1)
     harness.clocks.at(10_000)
     assert await harness.hit(ten_seconds) == Verdict(True, (1,), (10_000,))
 
@@ -279,7 +279,7 @@ async def test_without_redis_the_memory_store_counts_the_whole_limit():
     assert verdicts == [
         Verdict(True, (1,), (60_000,)),
         Verdict(True, (2,), (60_000,)),
-        Verdict(False, (2,), (60_000,)),
+        Verdict(False, (2,), (60_000,), 60_000),
     ]
     assert harness.events == []
     assert harness.store.shared is False

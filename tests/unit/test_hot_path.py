@@ -20,7 +20,7 @@ from gatehouse.ratelimit.memory import MemoryWindowStore
 from gatehouse.ratelimit.pipeline import PipelinedRedis, encode_command
 from gatehouse.ratelimit.policy import RoutePolicy, Window
 from gatehouse.ratelimit.redis_store import PipelinedScript
-from gatehouse.ratelimit.script import CHECK_SCRIPT, Verdict
+from gatehouse.ratelimit.script import FIXED_SCRIPT, Verdict
 from gatehouse.service import build_service
 from gatehouse.settings import load_settings
 from tests.unit.conftest import BASE
@@ -50,7 +50,7 @@ class RecordingConnection(PipelinedRedis):
 )
 async def test_a_check_is_the_same_command_as_plainly_encoded(keys, args):
     connection = RecordingConnection()
-    script = PipelinedScript(connection, CHECK_SCRIPT)
+    script = PipelinedScript(connection, FIXED_SCRIPT)
     script(keys, args)
     script(keys, args)  # the second from the cached ends
     expected = encode_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -59,7 +59,7 @@ async def test_a_check_is_the_same_command_as_plainly_encoded(keys, args):
 
 async def test_past_the_template_cache_commands_are_still_right():
     connection = RecordingConnection()
-    script = PipelinedScript(connection, CHECK_SCRIPT)
+    script = PipelinedScript(connection, FIXED_SCRIPT)
     for n in range(script.MAX_TEMPLATES + 10):
         script(["k"], (1, n, 60_000))
     assert len(script.templates) == script.MAX_TEMPLATES

@@ -33,7 +33,7 @@ def test_one_window_admits_exactly_its_amount_up_to_its_last_millisecond():
     assert store.hit_now(["k"], ten_seconds, 1) == Verdict(True, (2,), (5_500,))
     clock.at(9_999)
     assert store.hit_now(["k"], ten_seconds, 1) == Verdict(True, (3,), (1,))
-    assert store.hit_now(["k"], ten_seconds, 1) == Verdict(False, (3,), (1,))
+    assert store.hit_now(["k"], ten_seconds, 1) == Verdict(False, (3,), (1,), 1)
 
 
 def test_the_next_window_starts_empty_on_the_edge():
@@ -42,11 +42,11 @@ def test_the_next_window_starts_empty_on_the_edge():
     one_a_second = [Window(1, 1)]
     assert store.hit_now(["k"], one_a_second, 1) == Verdict(True, (1,), (1_000,))
     clock.at(999)
-    assert store.hit_now(["k"], one_a_second, 1) == Verdict(False, (1,), (1,))
+    assert store.hit_now(["k"], one_a_second, 1) == Verdict(False, (1,), (1,), 1)
     clock.at(1_000)
     assert store.hit_now(["k"], one_a_second, 1) == Verdict(True, (1,), (1_000,))
     clock.at(1_999)
-    assert store.hit_now(["k"], one_a_second, 1) == Verdict(False, (1,), (1,))
+    assert store.hit_now(["k"], one_a_second, 1) == Verdict(False, (1,), (1,), 1)
 
 
 def test_windows_align_to_the_clock_not_to_the_first_hit():
@@ -69,9 +69,9 @@ def test_a_refused_hit_is_not_counted():
     assert verdicts == [
         Verdict(True, (1,), (60_000,)),
         Verdict(True, (2,), (60_000,)),
-        Verdict(False, (2,), (60_000,)),
-        Verdict(False, (2,), (60_000,)),
-        Verdict(False, (2,), (60_000,)),
+        Verdict(False, (2,), (60_000,), 60_000),
+        Verdict(False, (2,), (60_000,), 60_000),
+        Verdict(False, (2,), (60_000,), 60_000),
     ]
     clock.at(60_000)
     assert store.hit_now(["k"], minute, 1) == Verdict(True, (1,), (60_000,))
@@ -84,7 +84,7 @@ def test_a_cost_above_one_is_admitted_only_whole():
     assert store.hit_now(["k"], minute, 2) == Verdict(True, (2,), (60_000,))
     assert store.hit_now(["k"], minute, 2) == Verdict(True, (4,), (60_000,))
     clock.at(30_000)
-    assert store.hit_now(["k"], minute, 2) == Verdict(False, (4,), (30_000,))  # 6 > 5
+    assert store.hit_now(["k"], minute, 2) == Verdict(False, (4,), (30_000,), 30_000)  # 6 > 5
     assert store.hit_now(["k"], minute, 1) == Verdict(True, (5,), (30_000,))  # 5 fits
 
 
@@ -92,7 +92,7 @@ def test_a_cost_above_the_amount_is_refused_and_leaves_no_count():
     clock = Clock()
     store = MemoryWindowStore(clock)
     minute = [Window(3, 60)]
-    assert store.hit_now(["k"], minute, 4) == Verdict(False, (0,), (60_000,))
+    assert store.hit_now(["k"], minute, 4) == Verdict(False, (0,), (60_000,), 60_000)
     assert store.hit_now(["k"], minute, 3) == Verdict(True, (3,), (60_000,))
 
 
@@ -105,12 +105,12 @@ def test_several_windows_are_all_or_nothing():
     clock.at(100)
     assert store.hit_now(keys, windows, 1) == Verdict(True, (2, 2), (900, 59_900))
     clock.at(200)  # the second is spent: the minute is not charged either
-    assert store.hit_now(keys, windows, 1) == Verdict(False, (2, 2), (800, 59_800))
+    assert store.hit_now(keys, windows, 1) == Verdict(False, (2, 2), (800, 59_800), 800)
     clock.at(1_000)
     assert store.hit_now(keys, windows, 1) == Verdict(True, (1, 3), (1_000, 59_000))
     clock.at(1_500)  # the minute is spent: the new second is not charged either
-    assert store.hit_now(keys, windows, 1) == Verdict(False, (1, 3), (500, 58_500))
-    assert store.hit_now(keys, windows, 1) == Verdict(False, (1, 3), (500, 58_500))
+    assert store.hit_now(keys, windows, 1) == Verdict(False, (1, 3), (500, 58_500), 58_500)
+    assert store.hit_now(keys, windows, 1) == Verdict(False, (1, 3), (500, 58_500), 58_500)
     clock.at(60_000)
     assert store.hit_now(keys, windows, 1) == Verdict(True, (1, 1), (1_000, 60_000))
 
@@ -122,7 +122,7 @@ def test_several_windows_with_a_cost_above_one():
     keys = ["k:1", "k:60"]
     assert store.hit_now(keys, windows, 3) == Verdict(True, (3, 3), (1_000, 60_000))
     clock.at(1_000)  # the second has room for 3 again, the minute has 2 left
-    assert store.hit_now(keys, windows, 3) == Verdict(False, (0, 3), (1_000, 59_000))
+    assert store.hit_now(keys, windows, 3) == Verdict(False, (0, 3), (1_000, 59_000), 59_000)
     assert store.hit_now(keys, windows, 2) == Verdict(True, (2, 5), (1_000, 59_000))
 
 
@@ -131,7 +131,7 @@ def test_each_key_counts_on_its_own():
     minute = [Window(1, 60)]
     assert store.hit_now(["a"], minute, 1) == Verdict(True, (1,), (60_000,))
     assert store.hit_now(["b"], minute, 1) == Verdict(True, (1,), (60_000,))
-    assert store.hit_now(["a"], minute, 1) == Verdict(False, (1,), (60_000,))
+    assert store.hit_now(["a"], minute, 1) == Verdict(False, (1,), (60_000,), 60_000)
     assert store.hit_now(["a", "c"], [Window(5, 60), Window(5, 1)], 1) == Verdict(
         True, (2, 1), (60_000, 1_000)
     )

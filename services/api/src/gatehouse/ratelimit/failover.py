@@ -88,7 +88,7 @@ class FailoverStore:
     async def hit(self, keys: Sequence[str], policy: RoutePolicy) -> Verdict:
         primary = self.primary
         if primary is None:
-            return self.fallback.hit_now(keys, policy.windows, policy.cost)
+            return self.fallback.hit_now(keys, policy.windows, policy.cost, policy.algorithm)
         if self.down_since is None:
             started = time.perf_counter()
             try:
@@ -110,7 +110,7 @@ class FailoverStore:
         if self.mode == "closed":
             raise LimitUnavailable(retry_after=max(1, round(self.retry_interval + 0.499)))
         shares = [window.divided(self.replicas) for window in policy.windows]
-        return self.fallback.hit_now(keys, shares, policy.cost)
+        return self.fallback.hit_now(keys, shares, policy.cost, policy.algorithm)
 
     def _mark_down(self, error: StorageError) -> None:
         self.on_error()

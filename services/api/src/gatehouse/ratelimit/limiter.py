@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import math
 from collections.abc import Callable, Collection
 from typing import NamedTuple
 
@@ -15,7 +14,6 @@ from ..middleware.request_context import LIMITED_ROUTE_KEY
 from .failover import FailoverStore, LimitUnavailable
 from .keys import address_key, credential_key
 from .policy import RoutePolicy, RouteTable
-from .script import Verdict
 
 # Names the browser may read; the CORS layer exposes them (Access-Control-Expose-Headers).
 RATE_LIMIT_HEADERS = (
@@ -211,19 +209,11 @@ class RateLimiter:
         headers = rate_limit_headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
             counts.denied += 1
-            headers.append((b"retry-after", b"%d" % self._retry_after(policy, verdict)))
+            # Whole seconds, rounded up: a client that waits this long is admitted.
+            retry_after = max(1, -(-verdict.retry_ms // 1000))
+            headers.append((b"retry-after", b"%d" % retry_after))
             body = problem_body(429, "Too Many Requests", f"limit {_describe(policy)}")
             return Refusal(429, body, headers)
 
         counts.allowed += 1
         return headers
-
-    @staticmethod
-    def _retry_after(policy: RoutePolicy, verdict: Verdict) -> int:
-        """Seconds until every window that refused has room again (at least 1)."""
-        waits = [
-            math.ceil(verdict.resets_ms[index] / 1000)
-            for index, window in enumerate(policy.windows)
-            if verdict.counts[index] + policy.cost > window.amount
-        ]
-        return max(1, *waits) if waits else 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from limits import parse_many
 from starlette.requests import Request
@@ -12,10 +12,25 @@ from starlette.types import Scope
 
 RequestKeyFunc = Callable[[Request], str]
 
+# How a route's windows count (README, "Rate-limit algorithms"):
+# - fixed: windows aligned to the clock; a client can spend twice the limit across an edge.
+# - sliding: an exact trailing window (a log of hits) up to SLIDING_LOG_MAX per window;
+#   above it, two fixed counters weighted by overlap, an approximation that costs two numbers.
+# - gcra: a smooth rate; "N/P" is a bucket of N units refilled continuously over P.
+Algorithm = Literal["fixed", "sliding", "gcra"]
+ALGORITHMS: tuple[Algorithm, ...] = ("fixed", "sliding", "gcra")
+# A log keeps one Redis list entry (about 10 bytes) per hit in the window: 1,000 hits is
+# about 10 kB per client and route at the most. Larger windows use the counters.
+SLIDING_LOG_MAX = 1000
+SLIDING_LOG, SLIDING_COUNTER = 0, 1  # a sliding window's kind, as the script reads it
+# Every product the scripts form (amount x window in ms) stays an exact integer in Lua's
+# doubles (2^53), with room for the sums beside it.
+MAX_AMOUNT_TIMES_MS = 2**50
+
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A fixed window: at most ``amount`` hits per ``seconds``, aligned to the clock."""
+    """At most ``amount`` units per ``seconds`` (how they are counted: the Algorithm)."""
 
     amount: int
     seconds: int
@@ -31,7 +46,26 @@ class Window:
 
 def parse_windows(rate: str) -> tuple[Window, ...]:
     """``"10/second;100/minute"`` -> one Window per item, via the limits parser."""
-    return tuple(Window(item.amount, int(item.get_expiry())) for item in parse_many(rate))
+    windows = tuple(Window(item.amount, int(item.get_expiry())) for item in parse_many(rate))
+    for window in windows:
+        if window.amount * window.milliseconds > MAX_AMOUNT_TIMES_MS:
+            raise ValueError(f"{rate!r}: {window.amount} per {window.seconds} s is too large")
+    return windows
+
+
+def parse_limit(spec: str) -> tuple[Algorithm | None, tuple[Window, ...]]:
+    """``"gcra:10/second"`` -> ("gcra", windows); ``"10/second"`` -> (None, windows).
+
+    The prefix names the algorithm; without one the route's declared algorithm or the
+    service's default applies.
+    """
+    name, colon, rate = spec.partition(":")
+    if not colon:
+        return None, parse_windows(spec)
+    name = name.strip().lower()
+    if name not in ALGORITHMS:
+        raise ValueError(f"{spec!r}: unknown algorithm {name!r} (one of {', '.join(ALGORITHMS)})")
+    return name, parse_windows(rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +76,16 @@ class RoutePolicy:
     route: str  # the route template: metrics, and (braces made angle) the Redis key
     windows: tuple[Window, ...]
     cost: int = 1
+    # The builder passes the service's default (APP_RATE_LIMIT_ALGORITHM: sliding).
+    algorithm: Algorithm = "fixed"
     methods: frozenset[str] | None = None  # None: every method the route answers
     per_method: bool = False
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
     shadow: bool = False  # counted exactly, never refused, no headers: a dry run
     # Worked out once, so a check only formats what changes per request.
     key_suffixes: tuple[str, ...] = field(init=False)
-    # The check script's ARGV: cost, then (amount, window in ms) per window.
+    # The check script's ARGV: cost, then per window (amount, window in ms), for a
+    # sliding window preceded by its kind (SLIDING_LOG or SLIDING_COUNTER).
     script_args: tuple[int, ...] = field(init=False)
     # Response header fields that never change: X-RateLimit-Limit per window, and
     # RateLimit-Policy; per window, the RateLimit field's value up to the remaining count.
@@ -57,6 +94,14 @@ class RoutePolicy:
     remaining_heads: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.cost < 1:
+            raise ValueError(f"{self.route}: a cost is at least 1, not {self.cost}")
+        for window in self.windows:
+            if self.cost > window.amount:
+                raise ValueError(
+                    f"{self.route}: a request costs {self.cost}, more than the limit "
+                    f"{window.amount} per {window.seconds} s ever admits"
+                )
         names = [self._item_name(window) for window in self.windows]
         items = [
             f'"{name}";q={window.amount};w={window.seconds}'
@@ -64,10 +109,15 @@ class RoutePolicy:
         ]
         script_args = [self.cost]
         for window in self.windows:
+            if self.algorithm == "sliding":
+                script_args.append(sliding_kind(window))
             script_args += [window.amount, window.milliseconds]
+        route = self.route.replace("{", "<").replace("}", ">")
         constants = {
+            # The algorithm's mark keeps a key's type its own: a route switched from one
+            # algorithm to another starts afresh instead of reading another's structure.
             "key_suffixes": tuple(
-                f":{self.route.replace('{', '<').replace('}', '>')}:{w.amount}/{w.seconds}"
+                f":{route}:{w.amount}/{w.seconds}{key_mark(self.algorithm, w)}"
                 for w in self.windows
             ),
             "script_args": tuple(script_args),
@@ -82,6 +132,20 @@ class RoutePolicy:
 
     def _item_name(self, window: Window) -> str:
         return self.name if len(self.windows) == 1 else f"{self.name}-{window.seconds}s"
+
+
+def sliding_kind(window: Window) -> int:
+    """A sliding window's kind: the exact log while it is small, else the counters."""
+    return SLIDING_LOG if window.amount <= SLIDING_LOG_MAX else SLIDING_COUNTER
+
+
+def key_mark(algorithm: Algorithm, window: Window) -> str:
+    """The end of a window's Redis key: none for fixed (the keys it always had)."""
+    if algorithm == "fixed":
+        return ""
+    if algorithm == "gcra":
+        return ":gcra"
+    return ":log" if sliding_kind(window) == SLIDING_LOG else ":ctr"
 
 
 class RouteTable:
@@ -141,6 +205,7 @@ def build_route_table(
     overrides: Mapping[str, str] | None = None,
     shadow_routes: Collection[str] = (),
     shadow_all: bool = False,
+    default_algorithm: Algorithm = "sliding",
 ) -> RouteTable:
     """Read slowapi's declarations (``@limiter.limit``, ``@limiter.exempt``) per route.
 
@@ -149,6 +214,10 @@ def build_route_table(
     adjust per environment: ``overrides`` (route template -> rate) replace a route's
     limit, ``shadow_routes`` (templates) or ``shadow_all`` count without refusing.
     Each route has its own budget, whichever limit it has.
+
+    A route's algorithm, first found wins: the override's prefix (``"gcra:10/second"``),
+    the declaration's (``@limiter.limit("10/second", algorithm="gcra")`` or a prefix
+    there), for undeclared routes the default rate's prefix, then ``default_algorithm``.
     """
     overrides = overrides or {}
     if limiter._dynamic_route_limits:
@@ -164,7 +233,9 @@ def build_route_table(
             raise ValueError(
                 f"{variable}: no such route {', '.join(unknown)} (routes: {', '.join(sorted(templates))})"
             )
-    default_windows = parse_windows(default_rate)
+    declared_algorithms: Mapping[str, Algorithm] = getattr(limiter, "algorithms", {})
+    default_prefix, default_windows = parse_limit(default_rate)
+    undeclared_algorithm = default_prefix or default_algorithm
     entries: list[tuple[Route, RoutePolicy | None]] = []
     for route in routes:
         if not isinstance(route, Route):
@@ -177,42 +248,51 @@ def build_route_table(
             entries.append((route, None))
             continue
         declared = limiter._route_limits.get(qualified) or []
+        algorithm = declared_algorithms.get(qualified) or (
+            default_algorithm if declared or template in overrides else undeclared_algorithm
+        )
+        name = endpoint.__name__ if declared or template in overrides else "default"
         if template in overrides:
-            windows = parse_windows(overrides[template])
+            prefix, windows = parse_limit(overrides[template])
+            algorithm = prefix or algorithm
         elif declared:
             windows = tuple(
                 Window(lim.limit.amount, int(lim.limit.get_expiry())) for lim in declared
             )
         else:
-            entries.append(
-                (route, RoutePolicy("default", template, default_windows, shadow=shadow))
+            windows = default_windows
+        cost, methods, per_method, key_func = 1, None, False, None
+        if declared:
+            first = declared[0]
+            if any(
+                lim.cost != first.cost or lim.key_func is not first.key_func for lim in declared
+            ):
+                raise ValueError(f"{qualified}: all limits of a route must share cost and key")
+            if not isinstance(first.cost, int):
+                raise ValueError(f"{qualified}: a callable cost is not supported")
+            cost = first.cost
+            methods = frozenset(m.upper() for m in first.methods) if first.methods else None
+            per_method = first.per_method
+            key_func = None if first.key_func is default_key_func else first.key_func
+        try:
+            policy = RoutePolicy(
+                name=name,
+                route=template,
+                windows=windows,
+                cost=cost,
+                algorithm=algorithm,
+                methods=methods,
+                per_method=per_method,
+                key_func=key_func,
+                shadow=shadow,
             )
-            continue
-        if not declared:
-            entries.append(
-                (route, RoutePolicy(endpoint.__name__, template, windows, shadow=shadow))
-            )
-            continue
-        first = declared[0]
-        if any(lim.cost != first.cost or lim.key_func is not first.key_func for lim in declared):
-            raise ValueError(f"{qualified}: all limits of a route must share cost and key")
-        if not isinstance(first.cost, int):
-            raise ValueError(f"{qualified}: a callable cost is not supported")
-        key_func = None if first.key_func is default_key_func else first.key_func
-        entries.append(
-            (
-                route,
-                RoutePolicy(
-                    name=endpoint.__name__,
-                    route=template,
-                    windows=windows,
-                    cost=first.cost,
-                    methods=frozenset(m.upper() for m in first.methods) if first.methods else None,
-                    per_method=first.per_method,
-                    key_func=key_func,
-                    shadow=shadow,
-                ),
-            )
-        )
-    unmatched = RoutePolicy("default", "<unmatched>", default_windows, shadow=shadow_all)
+        except ValueError as error:
+            if template in overrides:
+                raise ValueError(f"APP_RATE_LIMIT_ROUTES: {error}") from None
+            raise
+        entries.append((route, policy))
+    unmatched = RoutePolicy(
+        "default", "<unmatched>", default_windows, algorithm=undeclared_algorithm,
+        shadow=shadow_all,
+    )  # fmt: skip
     return RouteTable(entries, unmatched)

@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError, RedisError
 from .errors import StorageError
 from .pipeline import PipelinedRedis, bulk_string
 from .policy import RoutePolicy
-from .script import CHECK_SCRIPT, Verdict, parse_reply
+from .script import CHECK_SCRIPTS, Verdict, parse_reply
 
 EVALSHA_HEAD = b"$7\r\nEVALSHA\r\n$40\r\n"
 _new_tuple = tuple.__new__  # bound once: a Verdict per check (see ``script.verdict``)
@@ -121,10 +121,9 @@ ScriptCall = Callable[[Sequence[str], Sequence[int]], Awaitable[Any]]
 
 
 class ScriptRunner(Protocol):
-    """Runs the check script (``run``) and others (``script``, the peer registry's) on
-    some Redis client; the awaitables raise StorageError."""
+    """Runs Lua scripts (``script``: the checks, the peer registry's) on some Redis client;
+    the awaitables raise StorageError."""
 
-    def run(self, keys: Sequence[str], args: Sequence[int]) -> Awaitable[Any]: ...
     def script(self, source: str) -> ScriptCall: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
@@ -135,11 +134,10 @@ class PipelinedRunner:
 
     def __init__(self, connection: PipelinedRedis) -> None:
         self.connection = connection
-        # ``run`` is the script itself: a check gets the reply's future, whose errors
-        # are StorageErrors already, with no call in between.
-        self.run = PipelinedScript(connection, CHECK_SCRIPT)
 
     def script(self, source: str) -> ScriptCall:
+        # The script itself: a call gets the reply's future, whose errors are
+        # StorageErrors already, with no call in between.
         return PipelinedScript(self.connection, source)
 
     async def ping(self) -> bool:
@@ -158,7 +156,6 @@ class RedisPyRunner:
     def __init__(self, client: Any, timeout: float) -> None:
         self.client = client
         self.timeout = timeout
-        self.run = self.script(CHECK_SCRIPT)
 
     @classmethod
     def from_url(
@@ -276,13 +273,18 @@ def connect_runner(
 
 
 class RedisWindowStore:
-    """Counters in the shared Redis (or Valkey): one script call per check."""
+    """Counters in the shared Redis (or Valkey): one script call per check, the script
+    of the route's algorithm. ``scripts`` (algorithm -> source): tests pass variants."""
 
     def __init__(
-        self, runner: ScriptRunner, observe_latency: Callable[[float], None] | None = None
+        self,
+        runner: ScriptRunner,
+        observe_latency: Callable[[float], None] | None = None,
+        scripts: dict[str, str] = CHECK_SCRIPTS,
     ) -> None:
         self.runner = runner
         self.observe_latency = observe_latency
+        self.checks = {algorithm: runner.script(source) for algorithm, source in scripts.items()}
 
     def call(self, keys: Sequence[str], policy: RoutePolicy) -> Awaitable[Any]:
         """Send one check; its reply, to await and pass to ``verdict``.
@@ -290,15 +292,15 @@ class RedisWindowStore:
         With the pipelined client this is the reply's future itself, so the caller
         (``FailoverStore.hit``) awaits it with no coroutine frame in between.
         """
-        return self.runner.run(keys, policy.script_args)
+        return self.checks[policy.algorithm](keys, policy.script_args)
 
     def verdict(self, reply: Any, started: float) -> Verdict:
         """The reply of a check sent at ``started`` (``time.perf_counter``), as a Verdict."""
         if self.observe_latency is not None:
             self.observe_latency(time.perf_counter() - started)
         try:
-            if len(reply) == 3:  # one window, most limits: ``parse_reply`` inline
-                return _new_tuple(Verdict, (reply[0] == 1, (reply[1],), (reply[2],)))
+            if len(reply) == 4:  # one window, most limits: ``parse_reply`` inline
+                return _new_tuple(Verdict, (reply[0] == 1, (reply[2],), (reply[3],), reply[1]))
             return parse_reply(reply)
         except (TypeError, ValueError, IndexError) as error:
             raise StorageError(f"unexpected reply {reply!r}") from error

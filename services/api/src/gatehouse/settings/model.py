@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     redis_client: Literal["auto", "pipelined", "redis-py"] = "auto"
     # CA bundle that signs the server certificate of a rediss:// URL.
     redis_ca_file: str | None = None
+    # How routes without an algorithm of their own count (README, "Rate-limit algorithms").
+    rate_limit_algorithm: Literal["fixed", "sliding", "gcra"] = "sliding"
+    # Rates may name their algorithm: "gcra:10/second".
     rate_limit_default: str = "100/minute"
     rate_limit_search: str = "10/minute"
     rate_limit_failure_mode: Literal["open", "closed"] = "open"

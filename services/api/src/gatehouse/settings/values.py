@@ -179,14 +179,26 @@ def parse_route_template(template: str) -> str:
     return template
 
 
+RATE_ALGORITHMS = ("fixed", "sliding", "gcra")  # ratelimit.policy.ALGORITHMS
+
+
 def validate_rate(value: str) -> str:
-    """A limits rate string such as ``10/minute`` or ``10/second;100/minute``."""
+    """A limits rate string such as ``10/minute`` or ``10/second;100/minute``, optionally
+    naming its algorithm: ``gcra:10/second``."""
+    algorithm, colon, rate = value.partition(":")
+    if colon and algorithm.strip().lower() not in RATE_ALGORITHMS:
+        raise ValueError(
+            f"{value!r}: unknown algorithm {algorithm!r} (one of {', '.join(RATE_ALGORITHMS)})"
+        )
+    rate = rate if colon else value
     try:
-        items = parse_many(value)
+        items = parse_many(rate)
     except ValueError as error:
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')") from error
     if not items or any(item.amount < 1 or item.get_expiry() < 1 for item in items):
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')")
+    if any(item.amount * item.get_expiry() * 1000 > 2**50 for item in items):
+        raise ValueError(f"{value!r} is too large a rate limit")
     return value
 
 
