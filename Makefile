@@ -22,7 +22,7 @@ venv: $(VENV_STAMP) ## the virtualenv, synced from uv.lock
 
 .PHONY: system-deps
 system-deps: ## Debian packages the tests need (redis-server), when missing and possible
-	@scripts/ensure-system-deps redis-server wrk nginx-light chromium gcc
+	@scripts/ensure-system-deps redis-server redis-sentinel wrk nginx-light chromium gcc
 
 .PHONY: run
 run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults (memory limits)

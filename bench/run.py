@@ -55,6 +55,8 @@ COMPILED_RUNTIME = "gatehouse_edge__mypyc"
 # Gatehouse as every other path builds it: the application factory.
 GATEHOUSE_APP = "gatehouse.service:create_app"
 GATEHOUSE_ENV = {
+    # The floor counts one fixed window (bench/apps/floor.py): the same work here.
+    "APP_RATE_LIMIT_ALGORITHM": "fixed",
     "APP_RATE_LIMIT_SEARCH": BENCH_LIMIT,
     "APP_RATE_LIMIT_DEFAULT": BENCH_LIMIT,
     "APP_TRUSTED_HOSTS": "localhost,127.0.0.1",

@@ -17,10 +17,10 @@ from bench.apps.bare import app as bare
 from bench.apps.bare_headers import app as bare_with_headers
 from gatehouse.ratelimit.pipeline import PipelinedRedis
 from gatehouse.ratelimit.redis_store import PipelinedScript
-from gatehouse.ratelimit.script import CHECK_SCRIPT
+from gatehouse.ratelimit.script import FIXED_SCRIPT
 
 connection = PipelinedRedis.from_url(os.environ["BENCH_REDIS_URL"], None, timeout=0.25)
-check = PipelinedScript(connection, CHECK_SCRIPT)
+check = PipelinedScript(connection, FIXED_SCRIPT)
 KEYS = ["floor:{ip:127.0.0.1}:/search:1000000/60"]
 ARGS = [1, 1_000_000, 60_000]  # cost, then the window: never refuses
 

@@ -53,12 +53,12 @@ def test_a_flushed_script_is_sent_again_as_eval(redis_db):
                 client.script_flush()
             # Several at once: each NOSCRIPT reply is matched to its own check.
             after = await asyncio.gather(*(script(["flushed"], [1, 10, 60_000]) for _ in range(5)))
-            return first, [reply[1] for reply in after]
+            return first, [reply[2] for reply in after]  # {allowed, retry_ms, count, ...}
         finally:
             await connection.close()
 
     first, counts = asyncio.run(scenario())
-    assert first[:2] == [1, 1]
+    assert first[:3] == [1, 0, 1]
     assert sorted(counts) == [2, 3, 4, 5, 6]
     with redis_db.client() as client:
         assert client.get("flushed") == b"6"

@@ -31,12 +31,10 @@ def scenarios(draw: st.DrawFn, algorithm: str) -> tuple[list[Window], list[tuple
     """Windows of a route and a run of (ms since the last hit, cost) against them."""
     large = algorithm == "sliding" and draw(st.booleans())  # the two-counter kind
     count = draw(st.integers(1, 2))
-    windows = []
-    for _ in range(count):
-        amount = draw(
-            st.integers(SLIDING_LOG_MAX + 1, SLIDING_LOG_MAX + 3) if large else st.integers(1, 6)
-        )
-        windows.append(Window(amount, draw(st.integers(1, 4))))
+    amounts = st.integers(SLIDING_LOG_MAX + 1, SLIDING_LOG_MAX + 3) if large else st.integers(1, 6)
+    one_window = st.builds(Window, amounts, st.integers(1, 4))
+    # Distinct: a route naming one window twice is refused (ratelimit.policy.parse_windows).
+    windows = draw(st.lists(one_window, min_size=count, max_size=count, unique=True))
     smallest = min(w.amount for w in windows)
     costs = st.sampled_from(sorted({1, smallest // 3 or 1, smallest // 2 or 1, smallest}))
     gaps = st.one_of(st.integers(0, 50), st.integers(0, 2_500), st.sampled_from([1, 999, 1_000]))

@@ -47,6 +47,8 @@ class Window:
 def parse_windows(rate: str) -> tuple[Window, ...]:
     """``"10/second;100/minute"`` -> one Window per item, via the limits parser."""
     windows = tuple(Window(item.amount, int(item.get_expiry())) for item in parse_many(rate))
+    if len(set(windows)) < len(windows):  # one Redis key each: a twin would count twice
+        raise ValueError(f"{rate!r} names the same window twice")
     for window in windows:
         if window.amount * window.milliseconds > MAX_AMOUNT_TIMES_MS:
             raise ValueError(f"{rate!r}: {window.amount} per {window.seconds} s is too large")

@@ -153,9 +153,10 @@ class PipelinedRunner:
 class RedisPyRunner:
     """Any topology the ``limits`` library connects to (Sentinel, Cluster, ...), via redis-py."""
 
-    def __init__(self, client: Any, timeout: float) -> None:
+    def __init__(self, client: Any, timeout: float, also_close: Sequence[Any] = ()) -> None:
         self.client = client
         self.timeout = timeout
+        self.also_close = also_close  # clients behind this one: Sentinel's sentinels
 
     @classmethod
     def from_url(
@@ -203,7 +204,9 @@ class RedisPyRunner:
         bridge = getattr(storage, "bridge", None)
         if not isinstance(storage, RedisStorage) or not isinstance(bridge, RedispyBridge):
             raise ValueError(f"{scheme} is not a Redis storage")  # pragma: no cover
-        return cls(bridge.get_connection(), timeout)
+        sentinel = getattr(bridge, "sentinel", None)
+        sentinels = list(getattr(sentinel, "sentinels", ()))
+        return cls(bridge.get_connection(), timeout, also_close=sentinels)
 
     def script(self, source: str) -> ScriptCall:
         sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
@@ -258,6 +261,8 @@ class RedisPyRunner:
 
     async def close(self) -> None:
         await self.client.aclose()
+        for client in self.also_close:
+            await client.aclose()
 
 
 def connect_runner(

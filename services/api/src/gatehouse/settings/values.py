@@ -197,6 +197,9 @@ def validate_rate(value: str) -> str:
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')") from error
     if not items or any(item.amount < 1 or item.get_expiry() < 1 for item in items):
         raise ValueError(f"{value!r} is not a rate limit (expected e.g. '10/minute')")
+    windows = [(item.amount, item.get_expiry()) for item in items]
+    if len(set(windows)) < len(windows):
+        raise ValueError(f"{value!r} names the same window twice")
     if any(item.amount * item.get_expiry() * 1000 > 2**50 for item in items):
         raise ValueError(f"{value!r} is too large a rate limit")
     return value
