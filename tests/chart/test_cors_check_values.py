@@ -27,6 +27,6 @@ def test_the_command_reads_each_environment_as_the_configmap_holds_it(
             else:
                 assert value == data[variable], (env, variable)
         from_chart = settings_from({k: v for k, v in data.items() if k in ours})
-        assert from_chart.model_dump(exclude={"trusted_hosts"}) == settings_from(
-            ours
-        ).model_dump(exclude={"trusted_hosts"}), env
+        assert from_chart.model_dump(exclude={"trusted_hosts"}) == settings_from(ours).model_dump(
+            exclude={"trusted_hosts"}
+        ), env

@@ -55,7 +55,9 @@ def test_a_refused_preflight_says_why(args, reason, detail):
     assert f"verdict: refused: {reason}" in result.stdout
 
 
-@pytest.mark.parametrize("origin", ["null", "https://app.gatehouse.example"])  # prod's, not staging's
+@pytest.mark.parametrize(
+    "origin", ["null", "https://app.gatehouse.example"]
+)  # prod's, not staging's
 def test_an_origin_off_the_namespaces_list(origin):
     result = cors_check("--values", str(STAGING), "--origin", origin)
     assert result.returncode == 1, result.stderr

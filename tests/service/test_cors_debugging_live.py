@@ -22,7 +22,7 @@ def test_a_refused_preflight_in_the_log_and_the_metric(api_server):
         headers={
             "origin": ALLOWED,
             "access-control-request-method": "PUT",
-            "access-control-request-headers": "content-type, x-secret\\\"}",
+            "access-control-request-headers": 'content-type, x-secret\\"}',
             "x-request-id": "cors-refused-1",
         },
     )
