@@ -28,6 +28,10 @@ system-deps: ## Debian packages the tests need (redis-server), when missing and 
 run: $(VENV_STAMP) ## serve the API on 127.0.0.1:8000 with the embedded defaults (memory limits)
 	APP_HOST=$(APP_HOST) APP_PORT=$(APP_PORT) $(PY) -m gatehouse
 
+.PHONY: cors-check
+cors-check: $(VENV_STAMP) ## what a browser gets under a namespace's values: make cors-check ARGS="--values k8s/values-staging.yaml --origin https://app.staging.gatehouse.example --method PUT"
+	$(PY) -m gatehouse.cors_check $(ARGS)
+
 .PHONY: lint
 lint: $(VENV_STAMP) ## ruff (lint + format check) and mypy --strict on the service
 	$(PY) -m ruff check services tests bench stack cluster scripts/build-compiled

@@ -99,7 +99,7 @@ def _build() -> dict[str, Callable[[], object]]:
         "empty-loop": lambda: None,
         "request-head": lambda: RequestHead(headers),
         "request-id": request_id,
-        "cors-fields": lambda: concerns.cors.cors_fields(None),
+        "cors-fields": lambda: concerns.cors.cors_fields(None, scope),
         "host-check": lambda: concerns.hosts.refuses("/search", b"localhost"),
         "cross-site": lambda: concerns.cross_site.refuses(scope, head),
         "route-match": lambda: concerns.limiter.table.match(scope),

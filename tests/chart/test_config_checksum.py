@@ -37,6 +37,7 @@ RESTART_CHANGES: dict[str, tuple[str, str]] = {
     "APP_DOCS_ENABLED": ("--set", "config.docsEnabled=true"),
     "APP_REFERRER_POLICY": ("--set", "config.referrerPolicy=strict-origin-when-cross-origin"),
     "APP_CORS_MAX_AGE": ("--set", "config.corsMaxAge=60"),
+    "APP_CORS_DEBUG_ORIGINS": ("--set", "config.corsDebugOrigins={https://app.example.com}"),
     "APP_LOG_LEVEL": ("--set", "config.logLevel=debug"),
     "APP_REDIS_TIMEOUT": ("--set-json", "config.redisTimeout=0.5"),
     "APP_RATE_LIMIT_FAILURE_MODE": ("--set", "config.rateLimit.failureMode=closed"),

@@ -132,4 +132,4 @@ async def test_refusals_are_counted_in_metrics():
             headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
         )
         metrics = (await client.get("/metrics")).text
-    assert "gatehouse_cors_rejections_total 2.0" in metrics
+    assert 'gatehouse_cors_rejections_total{reason="origin_not_listed"} 2.0' in metrics

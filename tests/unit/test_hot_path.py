@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatehouse.metrics import HotPathStats
-from gatehouse.middleware.cors import CorsPolicy
+from gatehouse.middleware.cors import REFUSAL_SCOPE_KEY, CorsPolicy
 from gatehouse.middleware.request_context import RequestIds
 from gatehouse.middleware.request_head import RequestHead
 from gatehouse.ratelimit.limiter import rate_limit_headers
@@ -133,25 +133,30 @@ def test_the_one_pass_reads_what_separate_scans_would(headers):
 
 
 def test_cors_fields_by_origin():
-    refused = []
+    refused: list[str] = []
     cors = CorsPolicy(
         allow_origins=["https://app.example.com"],
         allow_methods=["GET"],
         allow_headers=[],
         expose_headers=["X-Request-ID"],
         max_age=600,
-        on_refused=lambda: refused.append(1),
+        on_refused=refused.append,
     )
-    assert cors.cors_fields(None) == [(b"vary", b"Origin")]
-    assert cors.cors_fields(b"https://app.example.com") == [
+    scope: dict[str, object] = {}
+    assert cors.cors_fields(None, scope) == [(b"vary", b"Origin")]
+    allowed = cors.cors_fields(b"https://app.example.com", scope)
+    assert allowed == [
         (b"access-control-allow-origin", b"https://app.example.com"),
         (b"access-control-allow-credentials", b"true"),
         (b"access-control-expose-headers", b"X-Request-ID"),
         (b"vary", b"Origin"),
     ]
-    assert refused == []
-    assert cors.cors_fields(b"https://evil.example") == [(b"vary", b"Origin")]
-    assert refused == [1]
+    # Built once: an allowed request allocates no list of its own.
+    assert cors.cors_fields(b"https://app.example.com", scope) is allowed
+    assert refused == [] and scope == {}
+    assert cors.cors_fields(b"https://evil.example", scope) == [(b"vary", b"Origin")]
+    assert refused == ["origin_not_listed"]
+    assert scope[REFUSAL_SCOPE_KEY].value == "https://evil.example"
 
 
 def test_the_edge_is_served_as_asgi3():

@@ -42,7 +42,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from .app import Api
 from .metrics import KNOWN_METHODS, Metrics
-from .middleware.cors import CorsPolicy
+from .middleware.cors import REFUSAL_SCOPE_KEY, CorsPolicy, CorsRefusal
 from .middleware.cross_site import REFUSED_BODY as CROSS_SITE_REFUSED_BODY
 from .middleware.cross_site import CrossSitePolicy
 from .middleware.https_redirect import HTTPSRedirect
@@ -81,6 +81,7 @@ class EdgePolicy:
     cors_allow_methods: tuple[str, ...]
     cors_allow_headers: tuple[str, ...]
     cors_max_age: int
+    cors_debug_origins: tuple[str, ...]
     expose_headers: tuple[str, ...]
     trusted_hosts: tuple[str, ...]
     https_redirect: bool
@@ -119,6 +120,7 @@ def edge_policy(settings: Settings, api: Api) -> EdgePolicy:
         cors_allow_methods=tuple(settings.cors_allow_methods),
         cors_allow_headers=tuple(settings.cors_allow_headers),
         cors_max_age=settings.cors_max_age,
+        cors_debug_origins=tuple(settings.cors_debug_origins),
         expose_headers=EXPOSED_HEADERS,
         trusted_hosts=tuple(settings.trusted_hosts),
         https_redirect=settings.https_redirect,
@@ -165,7 +167,8 @@ def build_concerns(policy: EdgePolicy, store: FailoverStore, metrics: Metrics) -
             allow_credentials=policy.allow_credentials,
             expose_headers=policy.expose_headers,
             max_age=policy.cors_max_age,
-            on_refused=metrics.cors_rejections.inc,
+            on_refused=lambda reason: metrics.cors_rejections.labels(reason).inc(),
+            debug_origins=policy.cors_debug_origins,
         ),
         body=BodyLimits(
             max_body_bytes=policy.max_body_bytes,
@@ -250,9 +253,10 @@ class Edge:
                 await _answer(send_with_fields, 400, AMBIGUOUS_BODY)
                 return
             if concerns.cors.is_preflight(scope, head):
-                await concerns.cors.preflight(scope)(scope, receive, send_with_fields)
+                preflight = concerns.cors.preflight(scope, head.origin)
+                await preflight(scope, receive, send_with_fields)
                 return
-            fields += concerns.cors.cors_fields(head.origin)
+            fields += concerns.cors.cors_fields(head.origin, scope)
             # An oversized body is refused here: inside CORS, so a browser reads the 413
             # as a 413; before the limiter, so it costs no Redis round trip.
             body_limit = -1
@@ -314,18 +318,18 @@ def _request_observer(metrics: Metrics, access_log: bool) -> RequestObserver:
         observe_request(template, scope["method"], status, duration)
         if access_log:
             client = scope.get("client")
-            logger.info(
-                "request",
-                extra={
-                    "fields": {
-                        "client_ip": client[0] if client else None,
-                        "method": scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER",
-                        "route": route_template(scope),
-                        "status": status,
-                        "duration_ms": round(duration * 1000, 3),
-                        "request_id": request_id,
-                    }
-                },
-            )
+            fields: dict[str, object] = {
+                "client_ip": client[0] if client else None,
+                "method": scope["method"] if scope["method"] in KNOWN_METHODS else "OTHER",
+                "route": route_template(scope),
+                "status": status,
+                "duration_ms": round(duration * 1000, 3),
+                "request_id": request_id,
+            }
+            refusal: CorsRefusal | None = scope.get(REFUSAL_SCOPE_KEY)
+            if refusal is not None:  # the reason, and what was refused (printable already)
+                fields["cors_refused"] = refusal.reason
+                fields[refusal.field] = refusal.value
+            logger.info("request", extra={"fields": fields})
 
     return observe

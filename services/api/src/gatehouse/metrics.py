@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
+from .middleware.cors import REFUSAL_REASONS as CORS_REFUSAL_REASONS
+
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REDIS_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
 
@@ -155,9 +157,15 @@ class Metrics:
         )
         self.cors_rejections = Counter(
             "gatehouse_cors_rejections",
-            "Requests whose Origin is not on the allowlist.",
+            "Requests CORS refused, by reason (origin_not_listed: a preflight or a request "
+            "from an origin off the allowlist; method_not_allowed, header_not_allowed, "
+            "private_network_not_allowed: a preflight asking for more than the policy allows).",
+            ("reason",),
             registry=self.registry,
         )
+        # Every reason's series from the start, at 0: a rate over them is never empty.
+        for reason in CORS_REFUSAL_REASONS:
+            self.cors_rejections.labels(reason)
         self.cross_site = Counter(
             "gatehouse_cross_site_requests",
             "Unsafe requests from a page on another site, by action (refused, shadowed).",

@@ -11,9 +11,12 @@ variable and the value, a secret's value redacted:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings.sources.utils import parse_env_vars
 
 from .errors import ConfigError, one_line
 from .model import ProxySettings, Settings
@@ -28,6 +31,7 @@ __all__ = [
     "normalise_origin",
     "one_line",
     "parse_origins",
+    "settings_from",
 ]
 
 
@@ -47,3 +51,41 @@ def load_proxy_settings() -> ProxySettings:
         return ProxySettings()
     except ValidationError as error:
         raise ConfigError(one_line(error, "")) from None
+
+
+class _GivenVariables(EnvSettingsSource):
+    """Variables read as the environment's are (prefix, JSON lists...), from a mapping."""
+
+    def __init__(self, settings_cls: type[BaseSettings], variables: Mapping[str, str]) -> None:
+        self.given = dict(variables)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self.given, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+def settings_from(variables: Mapping[str, str]) -> Settings:
+    """The settings ``variables`` (``APP_*`` names) describe, checked as ``load_settings``
+    checks the environment's, without reading the environment: what a namespace's pods
+    would run with (``gatehouse.cors_check``). Raise ConfigError with one line."""
+
+    class GivenSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (_GivenVariables(settings_cls, variables),)
+
+    try:
+        return GivenSettings()
+    except ValidationError as error:
+        raise ConfigError(one_line(error, "APP_")) from None
+    except ValueError as error:  # a JSON list that does not parse
+        raise ConfigError(f"invalid configuration: {error}") from None

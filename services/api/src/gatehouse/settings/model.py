@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     allow_credentials: bool = True
     cors_allow_methods: Annotated[list[str], NoDecode] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"]
     cors_allow_headers: Annotated[list[str], NoDecode] = ["Authorization", "Content-Type"]
+    # Allowed origins (a test page's) whose answers carry Gatehouse-CORS-Debug.
+    cors_debug_origins: Annotated[list[str], NoDecode] = []
     # Chromium caps a preflight cache at 7200 s; anything longer is silently cut.
     cors_max_age: int = Field(default=600, ge=0, le=7200)
     # Hosts the service answers for (Host header); "*" disables the check.
@@ -117,6 +119,7 @@ class Settings(BaseSettings):
 
     _split = field_validator(
         "allowed_origins",
+        "cors_debug_origins",
         "cors_allow_methods",
         "cors_allow_headers",
         "trusted_hosts",
@@ -129,6 +132,14 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_origins(cls, origins: list[str]) -> list[str]:
         # Credentials are another field: the wildcard is checked with them, after.
+        return normalise_origins(origins, allow_credentials=False)
+
+    @field_validator("cors_debug_origins")
+    @classmethod
+    def _normalise_debug_origins(cls, origins: list[str]) -> list[str]:
+        # A debug origin names one page: never every origin, never an opaque one.
+        if any(origin == "*" for origin in origins):
+            raise ValueError("'*' is not a debug origin: name the test page's origin")
         return normalise_origins(origins, allow_credentials=False)
 
     @field_validator("cors_allow_methods")
@@ -239,6 +250,19 @@ class Settings(BaseSettings):
             raise ValueError(f"APP_ALLOWED_ORIGINS_FILE: {error}") from None
         # frozen: set through object.__setattr__, once, while validating.
         object.__setattr__(self, "allowed_origins", origins)
+        return self
+
+    @model_validator(mode="after")
+    def _debug_origins_allowed(self) -> Settings:
+        # After the allowlist file is read (the validator above): it may change the list.
+        if "*" in self.allowed_origins:
+            return self
+        for origin in self.cors_debug_origins:
+            if origin not in self.allowed_origins:
+                raise ValueError(
+                    f"APP_CORS_DEBUG_ORIGINS: {origin!r} is not in APP_ALLOWED_ORIGINS"
+                    " (the debug header is only for an allowed test page)"
+                )
         return self
 
     @field_validator("peer_heartbeat_interval")
