@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from .headers import DEFAULT_DRAFT, LimitFields, policy_items
+
 RequestKeyFunc = Callable[[Request], str]
 
 
@@ -46,22 +48,15 @@ class RoutePolicy:
     per_method: bool = False
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
     shadow: bool = False  # counted exactly, never refused, no headers: a dry run
+    headers_draft: str = DEFAULT_DRAFT  # the RateLimit fields' draft revision
     # Worked out once, so a check only formats what changes per request.
     key_suffixes: tuple[str, ...] = field(init=False)
     # The check script's ARGV: cost, then (amount, window in ms) per window.
     script_args: tuple[int, ...] = field(init=False)
-    # Response header fields that never change: X-RateLimit-Limit per window, and
-    # RateLimit-Policy; per window, the RateLimit field's value up to the remaining count.
-    limit_fields: tuple[tuple[bytes, bytes], ...] = field(init=False)
-    policy_field: tuple[bytes, bytes] = field(init=False)
-    remaining_heads: tuple[bytes, ...] = field(init=False)
+    # The response's rate-limit header fields, all but two numbers serialized once.
+    header_fields: LimitFields = field(init=False)
 
     def __post_init__(self) -> None:
-        names = [self._item_name(window) for window in self.windows]
-        items = [
-            f'"{name}";q={window.amount};w={window.seconds}'
-            for name, window in zip(names, self.windows, strict=True)
-        ]
         script_args = [self.cost]
         for window in self.windows:
             script_args += [window.amount, window.milliseconds]
@@ -71,17 +66,13 @@ class RoutePolicy:
                 for w in self.windows
             ),
             "script_args": tuple(script_args),
-            "limit_fields": tuple(
-                (b"x-ratelimit-limit", b"%d" % window.amount) for window in self.windows
+            "header_fields": LimitFields(
+                policy_items(self.name, [(w.amount, w.seconds) for w in self.windows]),
+                self.headers_draft,
             ),
-            "policy_field": (b"ratelimit-policy", ", ".join(items).encode("latin-1")),
-            "remaining_heads": tuple(f'"{name}";r='.encode("latin-1") for name in names),
         }
         for attribute, value in constants.items():
             object.__setattr__(self, attribute, value)
-
-    def _item_name(self, window: Window) -> str:
-        return self.name if len(self.windows) == 1 else f"{self.name}-{window.seconds}s"
 
 
 class RouteTable:
@@ -141,6 +132,7 @@ def build_route_table(
     overrides: Mapping[str, str] | None = None,
     shadow_routes: Collection[str] = (),
     shadow_all: bool = False,
+    headers_draft: str = DEFAULT_DRAFT,
 ) -> RouteTable:
     """Read slowapi's declarations (``@limiter.limit``, ``@limiter.exempt``) per route.
 
@@ -148,6 +140,7 @@ def build_route_table(
     declaration get ``default_rate``, as slowapi's ``default_limits`` would. Operators
     adjust per environment: ``overrides`` (route template -> rate) replace a route's
     limit, ``shadow_routes`` (templates) or ``shadow_all`` count without refusing.
+    ``headers_draft`` is the RateLimit fields' draft revision (``headers.DRAFTS``).
     Each route has its own budget, whichever limit it has.
     """
     overrides = overrides or {}
@@ -185,12 +178,30 @@ def build_route_table(
             )
         else:
             entries.append(
-                (route, RoutePolicy("default", template, default_windows, shadow=shadow))
+                (
+                    route,
+                    RoutePolicy(
+                        "default",
+                        template,
+                        default_windows,
+                        shadow=shadow,
+                        headers_draft=headers_draft,
+                    ),
+                )
             )
             continue
         if not declared:
             entries.append(
-                (route, RoutePolicy(endpoint.__name__, template, windows, shadow=shadow))
+                (
+                    route,
+                    RoutePolicy(
+                        endpoint.__name__,
+                        template,
+                        windows,
+                        shadow=shadow,
+                        headers_draft=headers_draft,
+                    ),
+                )
             )
             continue
         first = declared[0]
@@ -211,8 +222,11 @@ def build_route_table(
                     per_method=first.per_method,
                     key_func=key_func,
                     shadow=shadow,
+                    headers_draft=headers_draft,
                 ),
             )
         )
-    unmatched = RoutePolicy("default", "<unmatched>", default_windows, shadow=shadow_all)
+    unmatched = RoutePolicy(
+        "default", "<unmatched>", default_windows, shadow=shadow_all, headers_draft=headers_draft
+    )
     return RouteTable(entries, unmatched)
