@@ -41,6 +41,7 @@ RESTART_CHANGES: dict[str, tuple[str, str]] = {
     "APP_LOG_LEVEL": ("--set", "config.logLevel=debug"),
     "APP_REDIS_TIMEOUT": ("--set-json", "config.redisTimeout=0.5"),
     "APP_RATE_LIMIT_FAILURE_MODE": ("--set", "config.rateLimit.failureMode=closed"),
+    "APP_RATE_LIMIT_HEADERS_DRAFT": ("--set-string", "config.rateLimit.headersDraft=07"),
     "APP_MAX_BODY_BYTES": ("--set", "config.limits.maxBodyBytes=2048"),
     "APP_MAX_BODY_BYTES_ROUTES": (
         "--set-json",

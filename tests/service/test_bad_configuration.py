@@ -135,6 +135,7 @@ ROWS: list[Row] = [
     Row("APP_RATE_LIMIT_SEARCH", "10/lightyear", ("config.rateLimit.search", "10/lightyear")),
     Row("APP_RATE_LIMIT_FAILURE_MODE", "maybe", ("config.rateLimit.failureMode", "maybe")),
     Row("APP_RATE_LIMIT_MODE", "maybe", ("config.rateLimit.mode", "maybe")),
+    Row("APP_RATE_LIMIT_HEADERS_DRAFT", "12", ("config.rateLimit.headersDraft", "12")),
     Row("APP_CROSS_SITE_POLICY", "strict", ("config.crossSitePolicy", "strict")),
     Row("APP_RATE_LIMIT_SHADOW_ROUTES", "search", ("config.rateLimit.shadowRoutes", ["search"])),
     # A JSON object: the line names the bad rate or key, not the whole object.

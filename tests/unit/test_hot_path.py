@@ -71,7 +71,10 @@ async def test_past_the_template_cache_commands_are_still_right():
 def test_policy_script_arguments_are_cost_then_each_window():
     policy = RoutePolicy("p", "/p", (Window(10, 1), Window(100, 60)), cost=3)
     assert policy.script_args == (3, 10, 1_000, 100, 60_000)
-    assert policy.limit_fields == ((b"x-ratelimit-limit", b"10"), (b"x-ratelimit-limit", b"100"))
+    assert policy.header_fields.limits == (
+        (b"x-ratelimit-limit", b"10"),
+        (b"x-ratelimit-limit", b"100"),
+    )
 
 
 def test_one_window_fast_path_matches_the_general_path():

@@ -108,6 +108,7 @@ def edge_policy(settings: Settings, api: Api) -> EdgePolicy:
         shadow_routes=settings.rate_limit_shadow_routes,
         shadow_all=settings.rate_limit_mode == "shadow",
         default_algorithm=settings.rate_limit_algorithm,
+        headers_draft=settings.rate_limit_headers_draft,
     )
     try:
         body_limits = RouteBodyLimits(api.app.routes, settings.max_body_bytes_routes)

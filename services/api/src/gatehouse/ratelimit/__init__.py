@@ -9,5 +9,6 @@
 - ``memory``: the same windows in process memory (no Redis, or Redis down).
 - ``failover``: what happens when Redis fails (mode ``open`` or ``closed``).
 - ``peers``: how many processes share the limit (``open``'s divisor), learned in Redis.
+- ``headers``: the X-RateLimit-* and IETF RateLimit fields, by draft revision.
 - ``limiter``: the check the edge runs per request: its headers, or a 429.
 """

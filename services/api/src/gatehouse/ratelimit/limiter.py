@@ -14,6 +14,7 @@ from ..middleware.request_context import LIMITED_ROUTE_KEY
 from .failover import FailoverStore, LimitUnavailable
 from .keys import address_key, credential_key
 from .policy import RoutePolicy, RouteTable
+from .script import Verdict
 
 # Names the browser may read; the CORS layer exposes them (Access-Control-Expose-Headers).
 RATE_LIMIT_HEADERS = (
@@ -69,11 +70,6 @@ def _describe(policy: RoutePolicy) -> str:
     return "; ".join(f"{w.amount} per {w.seconds} s" for w in policy.windows)
 
 
-# b"0" to b"4095": the remaining count and the seconds to reset are small on almost
-# every response, and indexing here costs a quarter of formatting (b"%d" % n).
-_DECIMALS = tuple(b"%d" % n for n in range(4096))
-
-
 def rate_limit_headers(
     policy: RoutePolicy, counts: tuple[int, ...], resets_ms: tuple[int, ...]
 ) -> list[tuple[bytes, bytes]]:
@@ -81,7 +77,8 @@ def rate_limit_headers(
 
     With several windows they report the one closest to refusal: least remaining,
     then latest reset. Written for the hot path: conditionals rather than ``max``
-    (a builtin call costs 15 times a comparison here), and the fixed fields prebuilt.
+    (a builtin call costs 15 times a comparison here), and the fixed fields prebuilt
+    (``headers.LimitFields``).
     """
     closest = 0
     if len(counts) > 1:
@@ -91,23 +88,20 @@ def rate_limit_headers(
             key=lambda i: (windows[i].amount - counts[i], -resets_ms[i]),
         )
     remaining = policy.windows[closest].amount - counts[closest]
-    if remaining < 0:
-        remaining = 0
     reset = -(-resets_ms[closest] // 1000)  # whole seconds, rounded up
-    if reset < 0:
-        reset = 0
-    remaining_text = _DECIMALS[remaining] if remaining < 4096 else b"%d" % remaining
-    reset_text = _DECIMALS[reset] if reset < 4096 else b"%d" % reset
-    return [
-        policy.limit_fields[closest],
-        (b"x-ratelimit-remaining", remaining_text),
-        (b"x-ratelimit-reset", reset_text),
-        policy.policy_field,
-        (
-            b"ratelimit",
-            b"".join((policy.remaining_heads[closest], remaining_text, b";t=", reset_text)),
-        ),
-    ]
+    return policy.header_fields.fields(closest, remaining, reset)
+
+
+def refusal_fields(policy: RoutePolicy, verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """A 429's fields: ``Retry-After``, whole seconds rounded up, after which the request
+    is admitted; the RateLimit fields then report the same wait (drafts -10 and -11:
+    Retry-After must not point before ``t``; a sliding window or a bucket empties later
+    than it admits again)."""
+    retry_after = max(1, -(-verdict.retry_ms // 1000))
+    resets_ms = tuple([retry_after * 1000] * len(verdict.counts))
+    fields = rate_limit_headers(policy, verdict.counts, resets_ms)
+    fields.append((b"retry-after", b"%d" % retry_after))
+    return fields
 
 
 class Refusal(NamedTuple):
@@ -206,14 +200,10 @@ class RateLimiter:
                 )
             return None
 
-        headers = rate_limit_headers(policy, verdict.counts, verdict.resets_ms)
         if not verdict.allowed:
             counts.denied += 1
-            # Whole seconds, rounded up: a client that waits this long is admitted.
-            retry_after = max(1, -(-verdict.retry_ms // 1000))
-            headers.append((b"retry-after", b"%d" % retry_after))
             body = problem_body(429, "Too Many Requests", f"limit {_describe(policy)}")
-            return Refusal(429, body, headers)
+            return Refusal(429, body, refusal_fields(policy, verdict))
 
         counts.allowed += 1
-        return headers
+        return rate_limit_headers(policy, verdict.counts, verdict.resets_ms)

@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
+from .headers import DEFAULT_DRAFT, LimitFields, policy_items
+
 RequestKeyFunc = Callable[[Request], str]
 
 # How a route's windows count (README, "Rate-limit algorithms"):
@@ -84,16 +86,14 @@ class RoutePolicy:
     per_method: bool = False
     key_func: RequestKeyFunc | None = None  # None: the stack's client key
     shadow: bool = False  # counted exactly, never refused, no headers: a dry run
+    headers_draft: str = DEFAULT_DRAFT  # the RateLimit fields' draft revision
     # Worked out once, so a check only formats what changes per request.
     key_suffixes: tuple[str, ...] = field(init=False)
     # The check script's ARGV: cost, then per window (amount, window in ms), for a
     # sliding window preceded by its kind (SLIDING_LOG or SLIDING_COUNTER).
     script_args: tuple[int, ...] = field(init=False)
-    # Response header fields that never change: X-RateLimit-Limit per window, and
-    # RateLimit-Policy; per window, the RateLimit field's value up to the remaining count.
-    limit_fields: tuple[tuple[bytes, bytes], ...] = field(init=False)
-    policy_field: tuple[bytes, bytes] = field(init=False)
-    remaining_heads: tuple[bytes, ...] = field(init=False)
+    # The response's rate-limit header fields, all but two numbers serialized once.
+    header_fields: LimitFields = field(init=False)
 
     def __post_init__(self) -> None:
         if self.cost < 1:
@@ -104,11 +104,6 @@ class RoutePolicy:
                     f"{self.route}: a request costs {self.cost}, more than the limit "
                     f"{window.amount} per {window.seconds} s ever admits"
                 )
-        names = [self._item_name(window) for window in self.windows]
-        items = [
-            f'"{name}";q={window.amount};w={window.seconds}'
-            for name, window in zip(names, self.windows, strict=True)
-        ]
         script_args = [self.cost]
         for window in self.windows:
             if self.algorithm == "sliding":
@@ -123,17 +118,13 @@ class RoutePolicy:
                 for w in self.windows
             ),
             "script_args": tuple(script_args),
-            "limit_fields": tuple(
-                (b"x-ratelimit-limit", b"%d" % window.amount) for window in self.windows
+            "header_fields": LimitFields(
+                policy_items(self.name, [(w.amount, w.seconds) for w in self.windows]),
+                self.headers_draft,
             ),
-            "policy_field": (b"ratelimit-policy", ", ".join(items).encode("latin-1")),
-            "remaining_heads": tuple(f'"{name}";r='.encode("latin-1") for name in names),
         }
         for attribute, value in constants.items():
             object.__setattr__(self, attribute, value)
-
-    def _item_name(self, window: Window) -> str:
-        return self.name if len(self.windows) == 1 else f"{self.name}-{window.seconds}s"
 
 
 def sliding_kind(window: Window) -> int:
@@ -208,6 +199,7 @@ def build_route_table(
     shadow_routes: Collection[str] = (),
     shadow_all: bool = False,
     default_algorithm: Algorithm = "sliding",
+    headers_draft: str = DEFAULT_DRAFT,
 ) -> RouteTable:
     """Read slowapi's declarations (``@limiter.limit``, ``@limiter.exempt``) per route.
 
@@ -215,6 +207,7 @@ def build_route_table(
     declaration get ``default_rate``, as slowapi's ``default_limits`` would. Operators
     adjust per environment: ``overrides`` (route template -> rate) replace a route's
     limit, ``shadow_routes`` (templates) or ``shadow_all`` count without refusing.
+    ``headers_draft`` is the RateLimit fields' draft revision (``headers.DRAFTS``).
     Each route has its own budget, whichever limit it has.
 
     A route's algorithm, first found wins: the override's prefix (``"gcra:10/second"``),
@@ -287,6 +280,7 @@ def build_route_table(
                 per_method=per_method,
                 key_func=key_func,
                 shadow=shadow,
+                headers_draft=headers_draft,
             )
         except ValueError as error:
             if template in overrides:
@@ -295,6 +289,6 @@ def build_route_table(
         entries.append((route, policy))
     unmatched = RoutePolicy(
         "default", "<unmatched>", default_windows, algorithm=undeclared_algorithm,
-        shadow=shadow_all,
+        shadow=shadow_all, headers_draft=headers_draft,
     )  # fmt: skip
     return RouteTable(entries, unmatched)

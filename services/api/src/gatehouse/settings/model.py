@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ..ratelimit.headers import DEFAULT_DRAFT, DRAFTS
 from .values import (
     HOST_NAME,
     TOKEN,
@@ -84,6 +85,8 @@ class Settings(BaseSettings):
     rate_limit_routes: dict[str, str] = {}
     # Client networks never limited (the office, internal monitoring).
     rate_limit_exempt_cidrs: Annotated[list[str], NoDecode] = []
+    # The draft-ietf-httpapi-ratelimit-headers revision the RateLimit fields follow.
+    rate_limit_headers_draft: str = DEFAULT_DRAFT
     # Unsafe requests from a page on a site outside the allowlist: refuse, shadow or off.
     cross_site_policy: Literal["refuse", "shadow", "off"] = "refuse"
     # The open-mode fallback's divisor until the peer registry answers (then it follows
@@ -197,6 +200,15 @@ class Settings(BaseSettings):
     @classmethod
     def _check_rate(cls, value: str) -> str:
         return validate_rate(value)
+
+    @field_validator("rate_limit_headers_draft")
+    @classmethod
+    def _check_headers_draft(cls, draft: str) -> str:
+        # "draft-ietf-httpapi-ratelimit-headers-11" and "11" name the same revision.
+        number = draft.strip().removeprefix("draft-ietf-httpapi-ratelimit-headers-")
+        if number not in DRAFTS:
+            raise ValueError(f"{draft!r} is not a supported revision ({', '.join(DRAFTS)})")
+        return number
 
     @field_validator("rate_limit_routes")
     @classmethod
