@@ -193,3 +193,15 @@ def running(*servers) -> Iterator[None]:
     finally:
         for server in reversed(started):
             server.stop()
+
+
+def stored_hits(client: Any, key: bytes | str) -> int:
+    """What a limiter key in Redis holds, whatever its algorithm: a fixed window's count
+    (a string), a sliding log's hits (a list, one entry per unit)."""
+    kind = client.type(key)
+    if kind == b"list":
+        return int(client.llen(key))
+    if kind == b"string":
+        return int(client.get(key) or 0)
+    raise AssertionError(f"{key!r} is a {kind!r}: not a fixed window or a sliding log")
+

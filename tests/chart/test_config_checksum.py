@@ -21,6 +21,7 @@ RELOADABLE_CHANGES: dict[str, tuple[str, str]] = {
     "APP_ALLOWED_ORIGINS": ("--set", "config.allowedOrigins={https://other.example}"),
     "APP_RATE_LIMIT_DEFAULT": ("--set", "config.rateLimit.default=10/second;100/minute"),
     "APP_RATE_LIMIT_SEARCH": ("--set", "config.rateLimit.search=5/minute"),
+    "APP_RATE_LIMIT_ALGORITHM": ("--set", "config.rateLimit.algorithm=gcra"),
     "APP_RATE_LIMIT_MODE": ("--set", "config.rateLimit.mode=shadow"),
     "APP_RATE_LIMIT_SHADOW_ROUTES": ("--set-json", 'config.rateLimit.shadowRoutes=["/search"]'),
     "APP_RATE_LIMIT_ROUTES": ("--set-json", 'config.rateLimit.routes={"/search":"5/minute"}'),

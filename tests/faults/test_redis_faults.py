@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from tests.helpers import ROOT, RedisServer, free_port, stop_process, wait_until
+from tests.helpers import ROOT, RedisServer, free_port, stop_process, stored_hits, wait_until
 
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="redis-server is not installed"
@@ -100,7 +100,7 @@ async def load(url: str, run: Run, stop_at: float) -> None:
 def shared_count(redis: RedisServer) -> int:
     try:
         client = redis.client()
-        return sum(int(client.get(key) or 0) for key in client.keys("gatehouse:*"))
+        return sum(stored_hits(client, key) for key in client.keys("gatehouse:*"))
     except Exception:
         return -1
 

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, stored_hits, wait_until
 
 
 def statuses(url: str, count: int) -> list[int]:
@@ -52,7 +52,7 @@ def test_open_mode_divides_the_limit_then_returns_to_the_shared_count(
         what="the shared count to resume",
     )
     back_after = time.monotonic() - started
-    count = int(own_redis.client().get(own_redis.client().keys("gatehouse:*")[0]))
+    count = stored_hits(own_redis.client(), own_redis.client().keys("gatehouse:*")[0])
     remaining = statuses(server.url, 10)
     # One at a time: admitted until the shared count reaches 9, refused after.
     assert remaining == [200] * (9 - count) + [429] * (1 + count)

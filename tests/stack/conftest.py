@@ -235,6 +235,6 @@ def statuses(replies: Sequence[Reply]) -> dict[int, int]:
 def redis_search_count(stack: Stack, env: str) -> int:
     """The shared count of /search in the environment's Redis (every window key summed)."""
     redis = stack.redis_client(env)
-    # gatehouse:{<client>}:<route name>:<amount>/<seconds>
+    # gatehouse:{<client>}:<route>:<amount>/<seconds>[:log]
     keys = [key for key in redis.keys("gatehouse:*") if b"}:/search:" in key]
-    return sum(int(redis.get(key) or 0) for key in keys)
+    return sum(helpers.stored_hits(redis, key) for key in keys)

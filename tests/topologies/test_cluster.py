@@ -40,6 +40,9 @@ def cluster_env(cluster: Cluster, **extra: str) -> dict[str, str]:
         "APP_REDIS_URL": cluster.url.replace("://", f"://:{PASSWORD}@", 1),
         "APP_REDIS_TIMEOUT": str(REDIS_TIMEOUT),
         "APP_REPLICAS": "3",
+        # The tests read the shared counts from Redis: a fixed window's key is its count.
+        # (Every algorithm on Cluster: test_algorithms_topologies.py.)
+        "APP_RATE_LIMIT_ALGORITHM": "fixed",
         **extra,
     }
 

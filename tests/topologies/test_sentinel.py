@@ -51,6 +51,7 @@ def test_primary_killed_under_load(sentinel_set, api_server, mode, report_figure
             sentinel_env(
                 sentinel_set,
                 APP_RATE_LIMIT_SEARCH="100000/minute",
+                APP_RATE_LIMIT_ALGORITHM="fixed",  # the count read from Redis: one integer
                 APP_RATE_LIMIT_FAILURE_MODE=mode,
                 APP_REDIS_RETRY_INTERVAL="0.3",
                 APP_ACCESS_LOG="true",

@@ -38,6 +38,7 @@ def test_limit_shared_over_tls(tls_redis, certificates, api_server, client):
         "APP_REDIS_CA_FILE": str(certificates["ca"]),
         "APP_REDIS_CLIENT": client,
         "APP_RATE_LIMIT_SEARCH": "5/minute",
+        "APP_RATE_LIMIT_ALGORITHM": "fixed",  # the count read from Redis: one integer
         "APP_RATE_LIMIT_FAILURE_MODE": "closed",  # a TLS failure would show as 503
         "APP_REPLICAS": "2",
     }
