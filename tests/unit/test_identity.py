@@ -221,6 +221,10 @@ def test_an_unknown_kid_asks_for_a_refresh_and_a_new_key_then_verifies(tmp_path,
     token = bearer(sign(ec, claims()))
     assert verifier.subject_key(token) is None
     assert keys._wanted.is_set()  # the background job is woken; the request did not wait
+    keys._wanted.clear()
+    assert asyncio.run(keys.refresh()) is False  # fetched before the IdP published it
+    assert verifier.subject_key(token) is None
+    assert keys._wanted.is_set()  # the next request asks again: an unknown kid is not cached
 
     path.write_text(jwks(rsa, ec))  # the IdP rotates: a new kid appears
     assert asyncio.run(keys.refresh()) is True

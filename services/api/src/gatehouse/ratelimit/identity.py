@@ -339,6 +339,10 @@ class JwksKeys:
 # The resolver the limiter calls -----------------------------------------------------
 
 
+# What ``_verify`` returns for a kid the key set lacks (a parse, no signature check).
+_UNKNOWN_KID = ("", 0.0)
+
+
 class TokenVerifier:
     """``Authorization: Bearer <jwt>`` to a subject key, or None when anything fails."""
 
@@ -388,6 +392,10 @@ class TokenVerifier:
                 return None
             del self.failed[digest]
         outcome = self._verify(token)
+        if outcome is _UNKNOWN_KID:
+            # Not cached: the next request with this kid asks for a refresh again, and
+            # may verify once the refresher has fetched the new key.
+            return None
         if outcome is None:
             if len(self.failed) >= MAX_FAILED_TOKENS:
                 del self.failed[next(iter(self.failed))]
@@ -410,7 +418,7 @@ class TokenVerifier:
         key = self.keys.keys.find(header.get("kid"))
         if key is None:
             self.keys.request_refresh()  # perhaps a new key: fetched in the background
-            return None
+            return _UNKNOWN_KID
         if algorithm not in key.algorithms:
             return None
         try:
