@@ -4,11 +4,15 @@ tokens signed with PyJWT, and the hostile ones built by hand (PyJWT refuses to m
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -100,3 +104,37 @@ def hmac_with_public_key(key: SigningKey, payload: dict[str, Any]) -> str:
 
 def bearer(token: str) -> bytes:
     return b"Bearer " + token.encode()
+
+
+# The test layers' identity provider: every ``ApiServer`` trusts it (``identity_env``), so
+# a test wanting a budget of its own for a client presents a token signed for that client
+# (``client_authorization``), as a real client would; an invented token buys nothing.
+
+
+@functools.cache
+def test_identity_provider() -> SigningKey:
+    return rsa_key("gatehouse-tests")
+
+
+@functools.cache
+def identity_env() -> dict[str, str]:
+    """The variables that make a gatehouse process trust ``test_identity_provider``."""
+    directory = Path(os.environ.get("TMPDIR", tempfile.gettempdir()))
+    path = directory / f"gatehouse-test-jwks-{os.getpid()}.json"
+    path.write_text(jwks(test_identity_provider()))
+    return {
+        "APP_RATE_LIMIT_JWKS_FILE": str(path),
+        "APP_RATE_LIMIT_JWT_AUDIENCE": AUDIENCE,
+        "APP_RATE_LIMIT_JWT_ISSUER": ISSUER,
+    }
+
+
+def client_authorization(client: str) -> str:
+    """An Authorization value verified as subject ``client``: a budget of its own."""
+    return "Bearer " + sign(test_identity_provider(), claims(client, exp=int(time.time()) + 3600))
+
+
+def subject_key(client: str) -> str:
+    """The rate-limit client key of a token verified as subject ``client``."""
+    named = hashlib.sha256(f"{ISSUER}\x00{client}".encode()).hexdigest()[:32]
+    return f"sub:{named}"

@@ -113,6 +113,7 @@ def test_keys_from_a_jwks_url_and_a_rotation_picked_up(api_server, redis_db, jwk
             "APP_REDIS_URL": redis_db.url,
             "APP_RATE_LIMIT_SEARCH": "1000/minute",
             "APP_RATE_LIMIT_JWKS_URL": jwks_server.url,
+            "APP_RATE_LIMIT_JWKS_FILE": "",  # not the tests' own provider: this one
             "APP_RATE_LIMIT_JWKS_REFRESH_INTERVAL": "300",
             "APP_RATE_LIMIT_JWKS_MIN_REFRESH_INTERVAL": str(min_refresh),
             "APP_RATE_LIMIT_JWT_AUDIENCE": AUDIENCE,
