@@ -10,7 +10,10 @@ import asyncio
 import hashlib
 import json
 import secrets
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ from gatehouse.ratelimit.identity import (
     IdentityResolver,
     JwksKeys,
     TokenVerifier,
+    fetch_url,
     parse_algorithms,
     parse_api_key_digests,
     parse_jwks,
@@ -475,3 +479,50 @@ async def test_the_service_counts_a_verified_subject_apart_from_its_ip(tmp_path:
     assert invented == [200, 200, 429]
     assert anonymous == 429
     assert verified == [200, 200, 429]
+
+
+# Fetching a JWKS over HTTP (a real server on 127.0.0.1) -----------------------------------
+
+
+@pytest.fixture
+def idp(rsa) -> Iterator[str]:
+    """An identity provider on 127.0.0.1: /jwks, a redirect to it, and one to plain http
+    on a non-loopback host (where keys must never come from)."""
+    document = jwks(rsa).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            targets = {
+                "/moved": f"http://127.0.0.1:{self.server.server_address[1]}/jwks",
+                "/downgraded": "http://192.0.2.1/jwks",
+            }
+            if self.path in targets:
+                self.send_response(302)
+                self.send_header("location", targets[self.path])
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            status, body = (200, document) if self.path == "/jwks" else (404, b"{}")
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_jwks_is_fetched_over_http_and_redirects_only_where_keys_may_come_from(idp, rsa):
+    assert len(parse_jwks(fetch_url(f"{idp}/jwks"))) == 1
+    assert len(parse_jwks(fetch_url(f"{idp}/moved"))) == 1
+    with pytest.raises(OSError, match="refused redirect"):
+        fetch_url(f"{idp}/downgraded")
+    with pytest.raises(OSError):
+        fetch_url(f"{idp}/absent")

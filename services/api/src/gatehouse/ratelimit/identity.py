@@ -258,11 +258,34 @@ def read_file(path: str) -> bytes:
         return file.read(MAX_JWKS_BYTES + 1)
 
 
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the settings would take: an https JWKS URL
+    redirected to plain http would let anyone on the path hand the service its keys."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        try:
+            check_jwks_url(newurl)
+        except ValueError as error:
+            raise OSError(f"refused redirect to {newurl[:100]!r}: {error}") from None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch_url(url: str, timeout: float = JWKS_FETCH_TIMEOUT) -> bytes:
     """The JWKS document at ``url`` (blocking: run it in a thread)."""
     request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 (https or loopback http, checked at start-up)
-    context = ssl.create_default_context() if url.startswith("https:") else None
-    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:  # noqa: S310
+    handlers: list[urllib.request.BaseHandler] = [_CheckedRedirects()]
+    if url.startswith("https:"):
+        handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+    opener = urllib.request.build_opener(*handlers)
+    with opener.open(request, timeout=timeout) as response:
         if response.status != 200:
             raise OSError(f"HTTP {response.status}")
         body: bytes = response.read(MAX_JWKS_BYTES + 1)
