@@ -19,6 +19,8 @@ from typing import Any
 
 from stack.processes import Process, free_port, http_ok, stop_popen
 
+from tests.jwt_keys import identity_env
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -158,6 +160,9 @@ class ApiServer(Supervised):
             "APP_PORT": str(self.port),
             "APP_ACCESS_LOG": "false",
             "APP_TRUSTED_HOSTS": "*",
+            # The tests' identity provider: a client with a token it signed has a budget
+            # of its own (tests/jwt_keys.py), an invented token counts by the IP.
+            **identity_env(),
             **env,
         }
         self.log_path: Path | None = None

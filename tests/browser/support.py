@@ -10,6 +10,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import ApiServer, wait_until
+from tests.jwt_keys import client_authorization
 
 SEARCH_LIMIT = 3  # APP_RATE_LIMIT_SEARCH of the layer's API, per minute
 
@@ -81,13 +82,14 @@ def wait_for_requests(api: ApiServer, method: str, at_least: float) -> None:
 def search_names(api: ApiServer, name: str) -> list[str]:
     """Item names matching ``name``, asked with a credential of its own.
 
-    A fresh Authorization value is a fresh rate-limit budget, so checking never
-    spends the budget of the browser (which shares 127.0.0.1 with the test).
+    A token the tests' identity provider signed for a fresh subject is a fresh rate-limit
+    budget, so checking never spends the budget of the browser (which shares 127.0.0.1
+    with the test).
     """
     response = httpx.get(
         f"{api.url}/search",
         params={"q": name},
-        headers={"Authorization": f"Bearer check-{uuid.uuid4().hex}"},
+        headers={"Authorization": client_authorization(f"check-{uuid.uuid4().hex}")},
         timeout=5,
     )
     assert response.status_code == 200, response.text

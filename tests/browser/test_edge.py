@@ -14,6 +14,7 @@ import uuid
 import httpx
 
 from tests.browser.support import SEARCH_LIMIT, request_count, wait_for_requests
+from tests.jwt_keys import client_authorization
 
 CORS_BLOCKED = "has been blocked by CORS policy"
 FAILED = "TypeError: Failed to fetch"
@@ -55,9 +56,10 @@ def test_refused_origin_fetch_is_blocked(open_page, api) -> None:
 
 def test_allowed_origin_reads_429_and_retry_after(open_page, api, fresh_minute) -> None:
     page = open_page("allowed")
-    # A credential of its own: a budget of its own (the key is a hash of Authorization),
-    # and a header that makes every call preflighted.
-    init = {"credentials": "include", "headers": {"Authorization": f"Bearer {uuid.uuid4().hex}"}}
+    # A verified subject of its own: a budget of its own (an invented token would count
+    # by the IP), and a header that makes every call preflighted.
+    authorization = client_authorization(uuid.uuid4().hex)
+    init = {"credentials": "include", "headers": {"Authorization": authorization}}
     results = [
         page.fetch(f"search {n}", f"{api.url}/search?q=lamp", init)
         for n in range(1, SEARCH_LIMIT + 2)

@@ -161,6 +161,65 @@ ROWS: list[Row] = [
         "10.0.0.0/33",
         ("config.rateLimit.exemptCIDRs", ["10.0.0.0/33"]),
     ),
+    # Who is counted: a JWKS that gives no key, a URL keys must not come from, an
+    # algorithm anyone can sign with, API keys given as keys rather than digests.
+    Row(
+        "APP_RATE_LIMIT_JWKS_FILE",
+        "/dev/null",
+        env=(("APP_RATE_LIMIT_JWT_AUDIENCE", "api"),),
+        show_value=False,
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWKS_FILE",
+        "/nonexistent/jwks.json",
+        env=(("APP_RATE_LIMIT_JWT_AUDIENCE", "api"),),
+        show_value=False,
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWKS_URL",
+        "http://idp.example.com/jwks",
+        ("config.rateLimit.identity.jwt.jwksUrl", "http://idp.example.com/jwks"),
+        env=(("APP_RATE_LIMIT_JWT_AUDIENCE", "api"),),
+        chart_extra=('config.rateLimit.identity.jwt.audience="api"',),
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWT_AUDIENCE",
+        "",
+        env=(("APP_RATE_LIMIT_JWKS_URL", "https://idp.example.com/jwks"),),
+        show_value=False,
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWT_ALGORITHMS",
+        "HS256",
+        ("config.rateLimit.identity.jwt.algorithms", ["HS256"]),
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWT_ALGORITHMS",
+        "none",
+        ("config.rateLimit.identity.jwt.algorithms", ["none"]),
+    ),
+    Row("APP_RATE_LIMIT_JWT_LEEWAY", "301", ("config.rateLimit.identity.jwt.leewaySeconds", 301)),
+    Row(
+        "APP_RATE_LIMIT_JWKS_REFRESH_INTERVAL",
+        "0",
+        ("config.rateLimit.identity.jwt.refreshIntervalSeconds", 0),
+    ),
+    Row(
+        "APP_RATE_LIMIT_JWKS_MIN_REFRESH_INTERVAL",
+        "0",
+        ("config.rateLimit.identity.jwt.minRefreshIntervalSeconds", 0),
+    ),
+    Row(
+        "APP_RATE_LIMIT_API_KEY_HEADER",
+        "X API Key",
+        ("config.rateLimit.identity.apiKeys.header", "X API Key"),
+        env=(("APP_RATE_LIMIT_API_KEYS_FILE", "/dev/null"),),
+    ),
+    Row(
+        "APP_RATE_LIMIT_API_KEYS_FILE",
+        "/dev/null",
+        env=(("APP_RATE_LIMIT_API_KEY_HEADER", "X-API-Key"),),
+    ),
     Row("APP_MAX_BODY_BYTES", "-1", ("config.limits.maxBodyBytes", -1)),
     Row("APP_MAX_BODY_BYTES", "1MB", ("config.limits.maxBodyBytes", "1MB")),
     Row(

@@ -12,6 +12,7 @@ import pytest
 from redis.crc import key_slot
 
 from tests.helpers import stored_hits, wait_until
+from tests.jwt_keys import client_authorization
 from tests.kubelet_volume import ConfigMapVolume
 from tests.service.conftest import ALLOWED
 from tests.service.test_shared_limit import ONE_HEARTBEAT, burst
@@ -28,7 +29,9 @@ def metric(url: str, line_start: str) -> float:
 
 def item_exists(url: str, name: str) -> bool:
     found = httpx.get(
-        f"{url}/search", params={"q": name}, headers={"authorization": "Bearer reader"}
+        f"{url}/search",
+        params={"q": name},
+        headers={"authorization": client_authorization("reader")},
     )
     return name in [item["name"] for item in found.json()["results"]]
 
@@ -330,7 +333,7 @@ def test_limit_policy_reloads_from_the_configmap(api_server, tmp_path, fresh_min
     url = server.url
 
     def statuses(count: int, token: str) -> list[int]:
-        headers = {"authorization": f"Bearer {token}"}
+        headers = {"authorization": client_authorization(token)}
         return [httpx.get(f"{url}/search?q=x", headers=headers).status_code for _ in range(count)]
 
     assert statuses(3, "a") == [200, 200, 429]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections import Counter
@@ -13,16 +12,17 @@ from dataclasses import dataclass, field
 import httpx
 
 from tests.helpers import ApiServer
+from tests.jwt_keys import client_authorization, subject_key
 
 
 def bearer(client: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {client}"}
+    """A token the tests' identity provider signed for ``client``: a budget of its own."""
+    return {"Authorization": client_authorization(client)}
 
 
 def redis_key(client: str, route: str = "/search", window: str = "10/60") -> str:
-    """The key the service builds for a caller presenting ``Bearer <client>``."""
-    digest = hashlib.sha256(f"Bearer {client}".encode()).hexdigest()[:32]
-    return f"gatehouse:{{cred:{digest}}}:{route}:{window}"
+    """The key the service builds for a caller presenting ``bearer(client)``."""
+    return f"gatehouse:{{{subject_key(client)}}}:{route}:{window}"
 
 
 async def burst(

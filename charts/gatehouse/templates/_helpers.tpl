@@ -437,6 +437,18 @@ a message naming the values involved.
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
 {{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled: a ServiceMonitor scrapes the endpoints of the metrics Service" }}
 {{- end }}
+{{- $jwt := .Values.config.rateLimit.identity.jwt }}
+{{- $jwksFile := or $jwt.jwksFrom.configMap $jwt.jwksFrom.secret }}
+{{- if and $jwt.jwksUrl $jwksFile }}
+{{- fail "config.rateLimit.identity.jwt: give jwksUrl or jwksFrom, not both" }}
+{{- end }}
+{{- if and (or $jwt.jwksUrl $jwksFile) (not $jwt.audience) }}
+{{- fail "config.rateLimit.identity.jwt.audience: required with a JWKS (the aud tokens for this service carry)" }}
+{{- end }}
+{{- $apiKeys := .Values.config.rateLimit.identity.apiKeys }}
+{{- if ne (empty $apiKeys.header) (empty $apiKeys.existingSecret) }}
+{{- fail "config.rateLimit.identity.apiKeys: header and existingSecret go together" }}
+{{- end }}
 {{- $policy := .Values.networkPolicy }}
 {{- if and $policy.enabled (eq $policy.ingressController.preset "custom") (not $policy.ingressController.namespaceSelector) }}
 {{- fail "networkPolicy.ingressController: with preset custom set namespaceSelector (and podSelector) to where the controller's pods run" }}

@@ -62,6 +62,7 @@ from .middleware.security_headers import HeaderBlocks
 from .middleware.single_headers import AMBIGUOUS_BODY, repeats_a_single_header
 from .middleware.trusted_hosts import INVALID_HOST_BODY, HostAllowlist
 from .ratelimit.failover import FailoverStore
+from .ratelimit.identity import IdentityResolver
 from .ratelimit.keys import request_key
 from .ratelimit.limiter import RATE_LIMIT_HEADERS, ExemptNetworks, RateLimiter, Refusal
 from .ratelimit.policy import RouteTable, build_route_table
@@ -152,8 +153,14 @@ class Concerns:
     limiter: RateLimiter
 
 
-def build_concerns(policy: EdgePolicy, store: FailoverStore, metrics: Metrics) -> Concerns:
-    """The concerns ``policy`` describes, counting into ``metrics``."""
+def build_concerns(
+    policy: EdgePolicy,
+    store: FailoverStore,
+    metrics: Metrics,
+    identity: IdentityResolver | None = None,
+) -> Concerns:
+    """The concerns ``policy`` describes, counting into ``metrics``; the limiter counts
+    clients by ``identity`` (kept across reloads: it holds fetched keys and caches)."""
     return Concerns(
         policy=policy,
         headers=HeaderBlocks(
@@ -190,6 +197,7 @@ def build_concerns(policy: EdgePolicy, store: FailoverStore, metrics: Metrics) -
             store,
             decision_counts=metrics.hot_path.decision_counts,
             exempt=policy.rate_limit_exempt,
+            identity=identity,
         ),
     )
 
@@ -198,7 +206,12 @@ class Edge:
     """The ASGI app uvicorn serves: the FastAPI app behind the concerns of the current policy."""
 
     def __init__(
-        self, api: Api, settings: Settings, store: FailoverStore, metrics: Metrics
+        self,
+        api: Api,
+        settings: Settings,
+        store: FailoverStore,
+        metrics: Metrics,
+        identity: IdentityResolver | None = None,
     ) -> None:
         self.api = api
         self.app = api.app  # the app behind the edge, named as ASGI layers name it
@@ -207,7 +220,8 @@ class Edge:
         self.request_ids = RequestIds()
         self.observe: RequestObserver = _request_observer(metrics, settings.access_log)
         self.logger = logging.getLogger("gatehouse.access")
-        self.concerns = build_concerns(edge_policy(settings, api), store, metrics)
+        self.identity = identity
+        self.concerns = build_concerns(edge_policy(settings, api), store, metrics, identity)
 
     @property
     def policy(self) -> EdgePolicy:
@@ -216,7 +230,9 @@ class Edge:
     def apply(self, settings: Settings) -> None:
         """Reloaded settings: the new concerns are built first, so a policy that cannot
         apply (ValueError) changes nothing; then one assignment swaps them."""
-        concerns = build_concerns(edge_policy(settings, self.api), self.store, self.metrics)
+        concerns = build_concerns(
+            edge_policy(settings, self.api), self.store, self.metrics, self.identity
+        )
         self.concerns = concerns  # requests read this once: the switch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

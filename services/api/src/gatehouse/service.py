@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
+from functools import partial
 
 from starlette.types import ASGIApp
 
@@ -20,6 +22,17 @@ from .management import ManagementApp, PortSplit
 from .metrics import Metrics
 from .middleware.security_headers import security_headers
 from .ratelimit.failover import FailoverStore
+from .ratelimit.identity import (
+    EMPTY_KEY_SET,
+    ApiKeys,
+    IdentityResolver,
+    JwksKeys,
+    TokenVerifier,
+    fetch_url,
+    parse_api_key_digests,
+    parse_jwks,
+    read_file,
+)
 from .ratelimit.peers import PEERS_SCRIPT, PeerRegistry
 from .ratelimit.redis_store import RedisWindowStore, connect_runner
 from .settings import ConfigError, Settings, load_proxy_settings, load_settings
@@ -131,7 +144,7 @@ def build_service(settings: Settings) -> Edge:
         background=background,
         on_shutdown=on_shutdown,
     )
-    edge = Edge(api, settings, store, metrics)
+    edge = Edge(api, settings, store, metrics, build_identity(settings, background))
     if settings.allowed_origins_file:
         watcher = ConfigWatcher(
             settings,
@@ -141,6 +154,51 @@ def build_service(settings: Settings) -> Edge:
         )
         background.append(watcher.run)
     return edge
+
+
+def build_identity(settings: Settings, background: list[Job]) -> IdentityResolver | None:
+    """Who the limiter counts (``ratelimit/identity.py``); None: every client by address.
+
+    A JWKS file is read now (the settings checked it parses); a URL is first fetched by
+    the refresh job, which starts with the app: until then tokens count by IP. Both
+    are refreshed in the background (``background``), never on a request's path.
+    """
+    tokens = None
+    source = settings.rate_limit_jwks_file or settings.rate_limit_jwks_url
+    if source is not None and settings.rate_limit_jwt_audience:
+        algorithms = settings.rate_limit_jwt_algorithms
+        file = settings.rate_limit_jwks_file
+        fetch: Callable[[], bytes]
+        initial = EMPTY_KEY_SET
+        if file is not None:
+            fetch = partial(read_file, file)
+            initial = parse_jwks(fetch(), algorithms)
+        else:
+            fetch = partial(fetch_url, source)
+        keys = JwksKeys(
+            fetch,
+            algorithms,
+            refresh_interval=settings.rate_limit_jwks_refresh_interval,
+            min_refresh_interval=settings.rate_limit_jwks_min_refresh_interval,
+            initial=initial,
+            logger=logging.getLogger("gatehouse.ratelimit"),
+        )
+        background.append(keys.run)
+        tokens = TokenVerifier(
+            keys,
+            audience=settings.rate_limit_jwt_audience,
+            issuer=settings.rate_limit_jwt_issuer,
+            algorithms=algorithms,
+            leeway=settings.rate_limit_jwt_leeway,
+        )
+    api_keys = None
+    if settings.rate_limit_api_key_header and settings.rate_limit_api_keys_file:
+        with open(settings.rate_limit_api_keys_file, encoding="utf-8") as digests:
+            known = parse_api_key_digests(digests.read())
+        api_keys = ApiKeys(settings.rate_limit_api_key_header, known)
+    if tokens is None and api_keys is None:
+        return None
+    return IdentityResolver(tokens, api_keys)
 
 
 async def readiness(store: FailoverStore) -> tuple[bool, dict[str, str | int]]:

@@ -2,7 +2,8 @@
 
 - ``declarations``: the slowapi ``Limiter`` routes declare with, its wrapper left out.
 - ``policy``: rate strings and slowapi declarations turned into per-route policies.
-- ``keys``: who is counted (client IP, IPv6 by /64, or a hash of the credential).
+- ``keys``: the anonymous client's key (client IP, IPv6 by /64).
+- ``identity``: who is counted: a verified JWT subject, a known API key, else ``keys``.
 - ``script``: the check, one Lua script for every window of a limit; its Verdict.
 - ``redis_store``: the script run on the shared Redis (pipelined, or redis-py).
 - ``pipeline``: the pipelined Redis connection the hot path runs it on.

@@ -1,43 +1,33 @@
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 
 from starlette.requests import Request
 from starlette.types import Scope
 
-AUTHORIZATION = b"authorization"
-
 
 def client_key(scope: Scope) -> str:
-    """Who a request is counted against.
+    """Who a request is counted against before any identity is verified: its address.
 
-    A caller presenting a credential (``Authorization``) is counted by a hash of it,
-    so users behind one NAT do not share a budget and the secret never reaches Redis.
-    Otherwise the client IP, as uvicorn's proxy-headers middleware resolved it from
-    trusted proxies only. An IPv6 client is counted by its /64, the smallest block a
-    site is usually given, so rotating addresses inside it buys nothing. An
-    IPv4-mapped address (``::ffff:192.0.2.7``, what a dual-stack socket reports for an
-    IPv4 peer) is the IPv4 client it carries: one key for both forms, not one ``::/64``
-    for every IPv4 client.
-
-    Known weak spot: a credential is counted before anything verifies it, so a client
-    inventing tokens gets a budget per token. Routes that take credentials must reject
-    bad ones cheaply, or key on the verified identity with a per-route ``key_func``.
+    The edge puts a verified identity first (``identity.IdentityResolver``: a JWT
+    subject whose signature and claims check out, or a known API key); everything
+    else lands here. A raw credential never makes a key of its own: a client
+    inventing tokens, or rotating an Authorization header, would get a fresh budget
+    per token, so an unverified one counts exactly like none.
     """
-    for name, value in scope["headers"]:
-        if name == AUTHORIZATION and value:
-            return credential_key(value)
     return address_key(scope)
 
 
-def credential_key(authorization: bytes) -> str:
-    """The key of a caller presenting ``authorization``: a hash, never the secret."""
-    return "cred:" + hashlib.sha256(authorization).hexdigest()[:32]
-
-
 def address_key(scope: Scope) -> str:
-    """The key of an anonymous caller: its address (see ``client_key``)."""
+    """The key of an anonymous caller: its address.
+
+    The client IP, as uvicorn's proxy-headers middleware resolved it from trusted
+    proxies only. An IPv6 client is counted by its /64, the smallest block a site is
+    usually given, so rotating addresses inside it buys nothing. An IPv4-mapped
+    address (``::ffff:192.0.2.7``, what a dual-stack socket reports for an IPv4 peer)
+    is the IPv4 client it carries: one key for both forms, not one ``::/64`` for every
+    IPv4 client.
+    """
     client = scope.get("client")
     host: str = client[0] if client else "unknown"
     if ":" in host:

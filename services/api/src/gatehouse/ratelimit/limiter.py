@@ -12,7 +12,8 @@ from ..metrics import DecisionCounts
 from ..middleware.problem import problem_body
 from ..middleware.request_context import LIMITED_ROUTE_KEY
 from .failover import FailoverStore, LimitUnavailable
-from .keys import address_key, credential_key
+from .identity import IdentityResolver
+from .keys import address_key
 from .policy import RoutePolicy, RouteTable
 from .script import Verdict
 
@@ -130,8 +131,10 @@ class RateLimiter:
         decision_counts: DecisionCountsFor | None = None,
         exempt: ExemptNetworks | None = None,
         logger: logging.Logger | None = None,
+        identity: IdentityResolver | None = None,
     ) -> None:
         self.table = table
+        self.identity = identity  # who is counted (identity.py); None: the address
         self.exempt = exempt or ExemptNetworks()
         self.store = store
         self.key_head = key_prefix + ":{"
@@ -159,8 +162,8 @@ class RateLimiter:
         scope[LIMITED_ROUTE_KEY] = policy.route
         if policy.key_func is not None:
             client_id = policy.key_func(Request(scope))
-        elif authorization is not None:
-            client_id = credential_key(authorization)
+        elif self.identity is not None:
+            client_id = self.identity.key(scope, authorization)
         else:
             client_id = address_key(scope)
         # The client is the hash tag: all of one client's windows live in one Redis

@@ -15,6 +15,13 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ..ratelimit.headers import DEFAULT_DRAFT, DRAFTS
+from ..ratelimit.identity import (
+    DEFAULT_ALGORITHMS,
+    check_jwks_url,
+    parse_algorithms,
+    parse_api_key_digests,
+    parse_jwks,
+)
 from .values import (
     HOST_NAME,
     TOKEN,
@@ -98,6 +105,29 @@ class Settings(BaseSettings):
     # 0 turns the registry off: the fallback divides by APP_REPLICAS as it is.
     peer_heartbeat_interval: float = Field(default=5.0, ge=0, le=60)
 
+    # Who is counted (``ratelimit/identity.py``): a verified JWT subject, a known API
+    # key, else the IP. JWT: the keys from a JWKS file (a mounted ConfigMap or Secret)
+    # or URL (fetched in the background, https unless loopback), one of the two.
+    rate_limit_jwks_file: str | None = None
+    rate_limit_jwks_url: str | None = None
+    # Seconds between JWKS fetches (URL or file); an unknown kid asks for one sooner,
+    # but never sooner than the minimum after the last.
+    rate_limit_jwks_refresh_interval: float = Field(default=300.0, ge=1, le=86400)
+    rate_limit_jwks_min_refresh_interval: float = Field(default=30.0, ge=0.1, le=3600)
+    # The ``aud`` a token must carry: required with a JWKS (a token for another
+    # service must not count as a client of this one).
+    rate_limit_jwt_audience: str | None = None
+    # The ``iss`` a token must carry, when set.
+    rate_limit_jwt_issuer: str | None = None
+    # Asymmetric only: none and HS* are refused.
+    rate_limit_jwt_algorithms: Annotated[list[str], NoDecode] = list(DEFAULT_ALGORITHMS)
+    # Seconds of clock skew allowed on exp and nbf.
+    rate_limit_jwt_leeway: float = Field(default=30.0, ge=0, le=300)
+    # API keys: the header that carries one ("X-API-Key"; unset: off), and a file of the
+    # known keys' SHA-256 hex digests, one a line (a mounted Secret): never the keys.
+    rate_limit_api_key_header: str | None = None
+    rate_limit_api_keys_file: str | None = None
+
     # Request size and time limits. A production API's choices, each with its reason
     # in server_protocol.py and middleware/request_body.py: 1 MiB of body (nginx's
     # default), the whole body within 30 s, 32 KiB of request line and header fields
@@ -128,6 +158,7 @@ class Settings(BaseSettings):
         "trusted_hosts",
         "rate_limit_shadow_routes",
         "rate_limit_exempt_cidrs",
+        "rate_limit_jwt_algorithms",
         mode="before",
     )(split_list)
 
@@ -243,6 +274,64 @@ class Settings(BaseSettings):
         parse_redis_url(value)
         return value
 
+    @field_validator("rate_limit_jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, names: list[str]) -> list[str]:
+        return list(parse_algorithms(names))
+
+    @field_validator("rate_limit_jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_jwks_url(url)
+
+    @field_validator("rate_limit_api_key_header")
+    @classmethod
+    def _check_api_key_header(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if not TOKEN.fullmatch(name):
+            raise ValueError(f"{name!r} is not a header name")
+        if name.lower() in ("authorization", "cookie", "host"):
+            raise ValueError(f"{name!r} already means something else; name a header of its own")
+        return name
+
+    @field_validator("rate_limit_api_keys_file")
+    @classmethod
+    def _check_api_keys_file(cls, path: str | None) -> str | None:
+        if path is not None:
+            parse_api_key_digests(_read_text(path))
+        return path
+
+    @model_validator(mode="after")
+    def _identity_complete(self) -> Settings:
+        if self.rate_limit_jwks_file and self.rate_limit_jwks_url:
+            raise ValueError(
+                "APP_RATE_LIMIT_JWKS_URL: give the JWKS as a file or a URL, not both"
+                " (APP_RATE_LIMIT_JWKS_FILE is set too)"
+            )
+        jwt_enabled = bool(self.rate_limit_jwks_file or self.rate_limit_jwks_url)
+        if jwt_enabled and not self.rate_limit_jwt_audience:
+            raise ValueError(
+                "APP_RATE_LIMIT_JWT_AUDIENCE: required with a JWKS: the aud tokens"
+                " for this service carry"
+            )
+        if self.rate_limit_jwks_file:
+            try:
+                parse_jwks(_read_text(self.rate_limit_jwks_file), self.rate_limit_jwt_algorithms)
+            except ValueError as error:
+                raise ValueError(f"APP_RATE_LIMIT_JWKS_FILE: {error}") from None
+        if self.rate_limit_jwks_min_refresh_interval > self.rate_limit_jwks_refresh_interval:
+            raise ValueError(
+                "APP_RATE_LIMIT_JWKS_MIN_REFRESH_INTERVAL: longer than"
+                " APP_RATE_LIMIT_JWKS_REFRESH_INTERVAL"
+            )
+        if bool(self.rate_limit_api_key_header) != bool(self.rate_limit_api_keys_file):
+            raise ValueError(
+                "APP_RATE_LIMIT_API_KEYS_FILE: API keys need both the header"
+                " (APP_RATE_LIMIT_API_KEY_HEADER) and the file of digests"
+            )
+        return self
+
     @model_validator(mode="after")
     def _origins_from_file(self) -> Settings:
         if self.allowed_origins_file is None:
@@ -300,6 +389,17 @@ class Settings(BaseSettings):
         except ValueError as error:
             raise ValueError(f"APP_ALLOWED_ORIGINS: {error}") from None
         return self
+
+
+def _read_text(path: str) -> str:
+    """A configuration file's text; ValueError naming why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError as error:
+        raise ValueError(f"cannot read {path!r}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path!r} is not UTF-8 text") from None
 
 
 class ProxySettings(BaseSettings):
