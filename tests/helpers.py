@@ -202,11 +202,13 @@ def running(*servers) -> Iterator[None]:
 
 def stored_hits(client: Any, key: bytes | str) -> int:
     """What a limiter key in Redis holds, whatever its algorithm: a fixed window's count
-    (a string), a sliding log's hits (a list, one entry per unit)."""
+    (a string), a sliding log's hits (a list, one entry per unit), the sliding counters'
+    two windows together (a hash)."""
     kind = client.type(key)
     if kind == b"list":
         return int(client.llen(key))
+    if kind == b"hash":
+        return sum(int(count) for count in client.hgetall(key).values())
     if kind == b"string":
         return int(client.get(key) or 0)
-    raise AssertionError(f"{key!r} is a {kind!r}: not a fixed window or a sliding log")
-
+    raise AssertionError(f"{key!r} is a {kind!r}: no algorithm's key")
