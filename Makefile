@@ -73,6 +73,10 @@ bench-profile: $(VENV_STAMP) system-deps ## where a request's time goes: server 
 	@scripts/ensure-system-deps wrk valgrind
 	$(PY) -m bench.profile
 
+.PHONY: bench-algorithms
+bench-algorithms: $(VENV_STAMP) system-deps ## what each rate-limit algorithm costs Redis per check, x fixed -> bench/results/algorithms.md
+	$(PY) -m bench.algorithms
+
 .PHONY: bench-smoke
 bench-smoke: $(VENV_STAMP) system-deps ## a seconds-long benchmark run, as CI does (no timing asserted)
 	$(PYTEST) tests/bench
