@@ -73,6 +73,11 @@ bench-profile: $(VENV_STAMP) system-deps ## where a request's time goes: server 
 	@scripts/ensure-system-deps wrk valgrind
 	$(PY) -m bench.profile
 
+.PHONY: bench-cache-misses
+bench-cache-misses: $(VENV_STAMP) system-deps ## instructions and simulated cache misses per request: bare, floor, Gatehouse (valgrind) -> bench/results/cache_misses.md
+	@scripts/ensure-system-deps valgrind
+	$(PY) -m bench.cache_misses
+
 .PHONY: bench-algorithms
 bench-algorithms: $(VENV_STAMP) system-deps ## what each rate-limit algorithm costs Redis per check, x fixed -> bench/results/algorithms.md
 	$(PY) -m bench.algorithms

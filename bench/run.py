@@ -21,6 +21,7 @@ Writes ``results.md`` (its head: the goals and whether this run met them),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -67,6 +68,24 @@ GATEHOUSE_ENV = {
     # work, and the table counts Redis commands per request.
     "APP_PEER_HEARTBEAT_INTERVAL": "0",
 }
+
+
+# With --pin: the core the server under load runs on (the last one), the others for
+# everything else. Set by main.
+SERVER_CPUS: set[int] = set()
+
+
+def split_cores() -> tuple[set[int], set[int]]:
+    """(the server's core, the rest): the last core the bench may use, and the others."""
+    cores = sorted(os.sched_getaffinity(0))
+    return {cores[-1]}, set(cores[:-1])
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of process ``pid`` onto ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(task.name), cpus)
 
 
 def running_build(env: dict[str, str], build: Path) -> dict[str, str]:
@@ -121,6 +140,8 @@ class Server(Supervised):
         self.startup_s = time.monotonic() - started
         if self.build is not None and not self.runs_compiled():
             raise RuntimeError(f"{self.name} did not load the compiled build {self.build}")
+        if SERVER_CPUS:
+            pin(self.process.pid, SERVER_CPUS)
 
     def runs_compiled(self) -> bool:
         """Whether the worker mapped the compiled build's runtime: proof, not intent."""
@@ -232,12 +253,26 @@ def measure(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     proxies: dict[str, DelayProxy] | None = None,
+    run_order: list[Server] | None = None,
+    fresh_processes: bool = True,
 ) -> list[Row]:
+    """Interleaved rounds; the rows in ``servers``' order, ratios to the first of them.
+
+    ``run_order`` (the same servers) is the order they run in each round: servers whose
+    ratio is a goal run next to each other, seconds apart. With ``fresh_processes`` each
+    round after the first runs on new processes (``restart``).
+    """
     results: dict[str, list[tuple[LoadResult, int, int, int | None, float]]] = {
         s.name: [] for s in servers
     }
-    for _ in range(rounds):
-        for server in servers:
+    order = run_order or servers
+    for round_number in range(rounds):
+        if round_number > 0 and fresh_processes:
+            restart(order, method, headers)
+        # Forwards, then backwards: a drift of the machine's speed during a round hits
+        # the servers early in one round and late in the next, so it cancels out of a
+        # pair's ratio over two rounds instead of favouring whoever runs first.
+        for server in order if round_number % 2 == 0 else order[::-1]:
             if server.redis is not None:
                 server.redis.client().flushall()
             before = command_stats(server.redis)
@@ -293,6 +328,29 @@ def measure(
             )
         )
     return rows
+
+
+def restart(servers: list[Server], method: str, headers: dict[str, str] | None) -> None:
+    """New processes for ``servers``, each warmed up by a short load of the measured request.
+
+    Two processes of the same server differ by a few percent (two bare FastAPI servers
+    side by side measured 0.97x of each other over 30 alternations): where the address
+    space layout and the hash seed put hot code and dictionaries decides cache conflicts.
+    A process per round makes that one more thing the median over rounds averages out,
+    instead of a bias fixed for the whole run.
+    """
+    for server in servers:
+        server.stop()
+        server.start()
+        assert server.process is not None
+        run_load(
+            "127.0.0.1", server.port, SEARCH if method == "GET" else "/search",
+            connections=4, duration=WARM_UP_SECONDS, method=method, headers=headers,
+        )  # fmt: skip
+
+
+# A fresh process's first requests fill its caches (routes, validators, connections).
+WARM_UP_SECONDS = 0.3
 
 
 @dataclass
@@ -694,7 +752,16 @@ def write_markdown(
         "",
         f"Load: {meta['generator']}, {meta['connections']} connections, {meta['rounds']} "
         f"interleaved rounds of {meta['duration']} s per server and scenario (medians). "
-        f"Slow Redis: +{meta['delay_ms']} ms each way.",
+        f"Slow Redis: +{meta['delay_ms']} ms each way. "
+        + (
+            "Each server ran on a core of its own, wrk, Redis and the delay proxies on the "
+            "other (--pin). "
+            if meta.get("pinned")
+            else ""
+        )
+        + "Rounds run forwards and backwards in turn, the servers of each goal's ratio side "
+        "by side, and each round after the first on fresh server processes (warmed up for "
+        f"{WARM_UP_SECONDS} s): a process's memory layout moves its speed by a few percent.",
         "",
         "| scenario | server | req/s | x bare | CPU us/req | x bare (CPU) | p50 ms | p99 ms | Redis cmds/req | scripts/req | round trips/req | errors | peak RSS MB | start s |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -912,7 +979,21 @@ def main(argv: list[str] | None = None) -> int:
         help="what the gatehouse-* servers run: the image's compiled build (make compiled, "
         "beside a gatehouse-redis-interpreted twin on the sources) or the sources",
     )  # fmt: skip
+    parser.add_argument(
+        "--pin", action=argparse.BooleanOptionalAction, default=True,
+        help="run each server on a core of its own, everything else on the others "
+        "(when there are two or more)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    all_cpus = os.sched_getaffinity(0)
+    if args.pin and len(all_cpus) > 1:
+        # The server under load gets a core of its own; the load generator, Redis and the
+        # delay proxies (all started from here, so inheriting this) share the others. On
+        # a 2-core VM, otherwise, the scheduler moves wrk and Redis onto the server's core
+        # at whim, and each round measures where they landed as much as the server.
+        server_cpus, other_cpus = split_cores()
+        SERVER_CPUS.update(server_cpus)
+        os.sched_setaffinity(0, other_cpus)
     scenarios = set(args.scenarios.split(","))
     unknown = scenarios - set(ALL_SCENARIOS.split(","))
     if unknown:
@@ -1039,8 +1120,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         if "throughput" in scenarios:
             rows += measure(
-                "throughput", main_servers, args.rounds, args.duration, args.connections
-            )
+                "throughput", main_servers, args.rounds, args.duration, args.connections,
+                # Each goal's pair runs side by side: floor and Gatehouse, Gatehouse and
+                # bare, bare and Gatehouse's memory store.
+                run_order=[floor, gate_redis, bare, gate_memory, bare_headers,
+                           *[s for s in main_servers if s not in (floor, gate_redis, bare, gate_memory, bare_headers)]],
+            )  # fmt: skip
         if "preflight" in scenarios:
             preflight = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "POST"}
             rows += measure(
@@ -1079,6 +1164,15 @@ def main(argv: list[str] | None = None) -> int:
                 args.connections, proxies=proxies,
             )  # fmt: skip
         if "open-loop" in scenarios:
+            if SERVER_CPUS:
+                # Unpinned again: at a fixed rate nothing saturates, and the open-loop
+                # client (Python), Redis and the delay proxies on one core added their
+                # own queueing to every latency (client lag p99 2.5 ms, against 1 ms).
+                for process in [*servers, *redises, *proxies.values()]:
+                    if process.process is not None and process.process.pid is not None:
+                        pin(process.process.pid, all_cpus)
+                os.sched_setaffinity(0, all_cpus)
+                SERVER_CPUS.clear()
             if args.open_loop_rate > 0:
                 rate = args.open_loop_rate
                 rate_note = f"Rate: {rate:.0f} req/s, fixed (--open-loop-rate)."
@@ -1108,6 +1202,10 @@ def main(argv: list[str] | None = None) -> int:
         for server in redises:
             if server is not redis_instructions:
                 server.stop()
+        # Counted instructions do not depend on what shares a core: valgrind may use them
+        # all; and a caller (the smoke test's process) gets its cores back.
+        os.sched_setaffinity(0, all_cpus)
+        SERVER_CPUS.clear()
     instructions_failed = ""
     try:
         # Last, with every timed server stopped: valgrind may then take both cores.
@@ -1127,6 +1225,7 @@ def main(argv: list[str] | None = None) -> int:
         "headline": headline(rows, instructions, latency),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
+        "pinned": args.pin and len(all_cpus) > 1,
         "cpu_model": cpu_model(),
         "platform": platform.platform(),
         "generator": rows[0].generator if rows else "-",

@@ -142,3 +142,25 @@ def test_the_open_loop_rate_is_a_fraction_of_the_slowest_server_in_tens():
     assert open_loop_rate(rows, ["bare", "peer", "peer-slow"], 0.5) == (610.0, "peer-slow", 1234)
     with pytest.raises(SystemExit, match="gatehouse-redis"):
         open_loop_rate(rows, ["bare", "gatehouse-redis"], 0.5)
+
+
+def test_a_restarted_server_is_a_new_process_on_the_servers_core(monkeypatch):
+    # --pin: a server runs on a core of its own; each round after the first restarts it.
+    import os
+
+    from bench import run
+
+    server_cpus, _ = run.split_cores()
+    monkeypatch.setattr(run, "SERVER_CPUS", set(server_cpus))
+    server = run.Server("bare", "bench.apps.bare:app", {})
+    server.start()
+    try:
+        first = server.process.pid
+        assert os.sched_getaffinity(first) == server_cpus
+        run.restart([server], "GET", None)
+        assert server.process.pid != first
+        assert os.sched_getaffinity(server.process.pid) == server_cpus
+        load = run.run_load("127.0.0.1", server.port, run.SEARCH, connections=2, duration=0.3)
+        assert load.requests > 0 and load.errors == 0
+    finally:
+        server.stop()
