@@ -1,4 +1,4 @@
-"""Cache misses per request, besides instructions: where CPU time goes that counts miss.
+"""Cache misses per request beside instructions: the CPU time an instruction count misses.
 
     python -m bench.cache_misses            # -> bench/results/cache_misses.md
 
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tests.helpers import RedisServer, compiled_build
 
-from bench.run import GATEHOUSE_ENV, ROOT, running_build
+from bench.run import ROOT, counting_env, running_build
 
 EVENTS = {
     "I refs": "instructions",
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     redis = RedisServer()
     redis.start()
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
-        env.update(GATEHOUSE_ENV)
-        env.update(APP_REDIS_URL=redis.url, BENCH_REDIS_URL=redis.url, PYTHONHASHSEED="0")
+        env = counting_env(redis.url)
         compiled = running_build(env, compiled_build())
         servers = {
             "bare": ("bare", env),

@@ -254,20 +254,19 @@ def measure(
     headers: dict[str, str] | None = None,
     proxies: dict[str, DelayProxy] | None = None,
     run_order: list[Server] | None = None,
-    fresh_processes: bool = True,
 ) -> list[Row]:
     """Interleaved rounds; the rows in ``servers``' order, ratios to the first of them.
 
     ``run_order`` (the same servers) is the order they run in each round: servers whose
-    ratio is a goal run next to each other, seconds apart. With ``fresh_processes`` each
-    round after the first runs on new processes (``restart``).
+    ratio is a goal run next to each other, seconds apart. Each round after the first
+    runs on new processes (``restart``).
     """
     results: dict[str, list[tuple[LoadResult, int, int, int | None, float]]] = {
         s.name: [] for s in servers
     }
     order = run_order or servers
     for round_number in range(rounds):
-        if round_number > 0 and fresh_processes:
+        if round_number > 0:
             restart(order, method, headers)
         # Forwards, then backwards: a drift of the machine's speed during a round hits
         # the servers early in one round and late in the next, so it cancels out of a
@@ -342,7 +341,6 @@ def restart(servers: list[Server], method: str, headers: dict[str, str] | None) 
     for server in servers:
         server.stop()
         server.start()
-        assert server.process is not None
         run_load(
             "127.0.0.1", server.port, SEARCH if method == "GET" else "/search",
             connections=4, duration=WARM_UP_SECONDS, method=method, headers=headers,
@@ -527,6 +525,18 @@ INSTRUCTION_CONFIGS = {
 }
 
 
+def counting_env(redis_url: str) -> dict[str, str]:
+    """The environment of bench.profile's counting workers, each server on ``redis_url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
+    env.update(GATEHOUSE_ENV)
+    env["APP_REDIS_URL"] = redis_url  # Gatehouse on the shared Redis
+    env["BENCH_REDIS_URL"] = redis_url  # the floor's own check
+    # One hash seed for the long and the short run of a server, so their start-ups are the
+    # same work and cancel; with a random seed each, the difference moves by some 3k.
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
 def measure_instructions(
     redis_url: str, rounds: int, valgrind: bool, build: Path | None
 ) -> list[InstructionRow]:
@@ -537,13 +547,7 @@ def measure_instructions(
     """
     from bench.profile import cost_per_request  # bench.profile imports this module
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("APP_", "BENCH_"))}
-    env.update(GATEHOUSE_ENV)
-    env["APP_REDIS_URL"] = redis_url  # Gatehouse on the shared Redis
-    env["BENCH_REDIS_URL"] = redis_url  # the floor's own check
-    # One hash seed for the long and the short run of a server, so their start-ups are the
-    # same work and cancel; with a random seed each, the difference moves by some 3k.
-    env["PYTHONHASHSEED"] = "0"
+    env = counting_env(redis_url)
     compiled_env = env if build is None else running_build(env, build)
     configs = {
         name: (config, compiled_env if compiled else env)
