@@ -2,11 +2,12 @@
 
     python -m bench.cache_misses            # -> bench/results/cache_misses.md
 
-The same counting worker as ``bench.profile`` (uvicorn's HTTP protocol on in-memory
+The same counting worker as ``bench.profile`` (each server's HTTP protocol on in-memory
 transports, 32 connections, real Redis replies), under valgrind's cachegrind with its
 cache simulation on: instructions, first-level instruction and data cache misses and
 last-level misses, per request, as the difference of a long and a short run. Servers:
-bare FastAPI, the floor, Gatehouse compiled (as the image runs it) and from source.
+bare FastAPI, the floor, Gatehouse on Redis compiled (as the image runs it) and from
+source, and on the memory store compiled.
 
 Why: Gatehouse runs about 5% more instructions than the floor but costs about 10% more
 CPU under wrk; misses are the rest (README, "Benchmarks"). The simulated caches take the
@@ -79,11 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = counting_env(redis.url)
         compiled = running_build(env, compiled_build())
+        memory = {k: v for k, v in compiled.items() if k != "APP_REDIS_URL"}
         servers = {
             "bare": ("bare", env),
             "floor": ("floor", env),
             "gatehouse-redis (compiled)": ("gatehouse", compiled),
             "gatehouse-redis (sources)": ("gatehouse", env),
+            "gatehouse-memory (compiled)": ("gatehouse", memory),
         }
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             counts = dict(

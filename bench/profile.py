@@ -5,7 +5,8 @@
    the requests it answered. Rows go from bare FastAPI to Gatehouse on Redis, so each
    difference is one component: the header volume, the edge's logic, the Redis check.
 2. Layers, in process. 32 keep-alive connections on in-memory transports, served by
-   uvicorn's own HTTP protocol (httptools, as live): request parsing, the proxy-headers
+   the HTTP protocol each server runs live (uvicorn's httptools one; Gatehouse's
+   configurations on Gatehouse's subclass of it): request parsing, the proxy-headers
    middleware and the header validation and serialisation uvicorn does per response
    field are all counted; only the sockets are not. Bare FastAPI, the contract's
    header volume and one Redis check; then Gatehouse's FastAPI app alone and with each
@@ -126,6 +127,7 @@ APPS = {
     "gatehouse": "gatehouse.service:create_app",
     "gatehouse-default-gc": "bench.apps.gatehouse_default_gc:create_app",
 }
+OTHER_STACKS = ("bare", "bare+headers", "floor")  # served on uvicorn's own protocol
 REQUEST = b"GET /search?q=x HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
 
@@ -168,7 +170,11 @@ def worker(config: str, rounds: int) -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
+    from gatehouse.server_protocol import LimitedHttpToolsProtocol
+
     app = _worker_app(config)
+    # Gatehouse's configurations on the protocol it serves with (bench.run.GATEHOUSE_PROTOCOL).
+    protocol_class = HttpToolsProtocol if config in OTHER_STACKS else LimitedHttpToolsProtocol
     # The flags the benchmark's servers run with (bench.run.Server).
     settings = uvicorn.Config(
         app,  # type: ignore[arg-type]
@@ -185,7 +191,7 @@ def worker(config: str, rounds: int) -> None:
 
     async def connection(index: int, requests: int) -> None:
         loop = asyncio.get_running_loop()
-        protocol = HttpToolsProtocol(settings, state, {}, _loop=loop)
+        protocol = protocol_class(settings, state, {}, _loop=loop)
         transport = MemoryTransport(("127.0.0.1", 40000 + index))
         protocol.connection_made(transport)  # type: ignore[arg-type]
         finished: asyncio.Future[None]
@@ -478,7 +484,8 @@ def write_report(
             "",
             "## 2. Layers, in process",
             "",
-            f"{unit} per request through uvicorn's own HTTP protocol, {CONCURRENCY} "
+            f"{unit} per request through the HTTP protocol each server runs (uvicorn's; "
+            f"Gatehouse's subclass of it for Gatehouse's rows), {CONCURRENCY} "
             f"keep-alive connections on in-memory transports, each configuration in a "
             f"process of its own ({meta['layer_rounds']} requests a connection"
             + (", counted by valgrind's cachegrind)." if meta["valgrind"] else ", CPU time).")

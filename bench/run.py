@@ -55,6 +55,12 @@ BENCH_LIMIT = "1000000/minute"
 COMPILED_RUNTIME = "gatehouse_edge__mypyc"
 # Gatehouse as every other path builds it: the application factory.
 GATEHOUSE_APP = "gatehouse.service:create_app"
+# The HTTP protocol ``python -m gatehouse`` serves with (the request head's size and time
+# limits; server_protocol), as the module's class: its defaults are the settings' defaults,
+# and what differs in the one ``python -m gatehouse`` makes (the headers of the answers the
+# server writes itself, a refusal counter) is off the path of an answered request. With no
+# websocket route, Gatehouse serves with ``ws="none"``, as here.
+GATEHOUSE_PROTOCOL = "gatehouse.server_protocol:LimitedHttpToolsProtocol"
 GATEHOUSE_ENV = {
     # The floor counts one fixed window (bench/apps/floor.py): the same work here.
     "APP_RATE_LIMIT_ALGORITHM": "fixed",
@@ -115,8 +121,13 @@ class Server(Supervised):
             "-m",
             "uvicorn",
             self.app,
-            # An app named create_app is a factory (Gatehouse's create_app).
-            *(["--factory"] if self.app.endswith(":create_app") else []),
+            # An app named create_app is a factory: Gatehouse's (or a variant of it), served
+            # on its own protocol, as the image serves it.
+            *(
+                ["--factory", "--http", GATEHOUSE_PROTOCOL, "--ws", "none"]
+                if self.app.endswith(":create_app")
+                else []
+            ),
             "--host",
             "127.0.0.1",
             "--port",
@@ -540,7 +551,7 @@ def counting_env(redis_url: str) -> dict[str, str]:
 def measure_instructions(
     redis_url: str, rounds: int, valgrind: bool, build: Path | None
 ) -> list[InstructionRow]:
-    """Instructions per request through uvicorn's HTTP protocol, in process (bench.profile).
+    """Instructions per request through the server's HTTP protocol, in process (bench.profile).
 
     The count does not drift with the machine's speed, so it settles what req/s ratios
     within a few percent of each other cannot.
@@ -720,8 +731,9 @@ def _verdict(goal: Goal) -> str:
 
 # How bench.profile's worker serves the requests it counts.
 PROFILE_WORKER_NOTE = (
-    "32 keep-alive connections on in-memory transports served by uvicorn's own HTTP "
-    "protocol (no sockets), the Redis replies real,"
+    "32 keep-alive connections on in-memory transports served by the HTTP protocol each "
+    "server runs (uvicorn's; Gatehouse's subclass of it for Gatehouse; no sockets), the "
+    "Redis replies real,"
 )
 
 
@@ -797,7 +809,9 @@ def write_markdown(
         "the `secure` package's headers, `limits`' async Redis storage as a FastAPI dependency "
         "(one script call per check, in its own Redis; no rate-limit headers, no request id). "
         "`lesson-*` is the lesson's stack (slowapi, `@app.middleware`). "
-        f"The `gatehouse-*` servers run {meta['build']}.",
+        f"The `gatehouse-*` servers run {meta['build']}, on Gatehouse's own HTTP protocol "
+        "(the request head's limits and its response-head writer: `--http "
+        f"{GATEHOUSE_PROTOCOL}`, as `python -m gatehouse` serves); the others on uvicorn's.",
     ]
     if memory:
         lines += [

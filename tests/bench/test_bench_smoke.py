@@ -56,7 +56,7 @@ def test_every_server_is_measured_and_checks_redis_once_per_request(bench):
     # Behaviour, not speed: one script call per limited request, three windows included;
     # the floor and the peer stack make the same single check.
     for server in ("gatehouse-redis", "gatehouse-redis-3-windows", "floor", "peer"):
-        assert rows[("throughput", server)]["script_calls"] == pytest.approx(1.0, abs=0.05)
+        assert checks_once_per_request(rows[("throughput", server)])
         assert rows[("throughput", server)]["errors"] == 0
     # A preflight never reaches Redis, in Gatehouse or in the peer stack.
     assert rows[("preflight", "gatehouse-redis")]["redis_commands"] == 0
@@ -64,7 +64,16 @@ def test_every_server_is_measured_and_checks_redis_once_per_request(bench):
     assert rows[("preflight", "peer")]["errors"] == 0
     # The pipelined client never needs more than one write per check.
     assert rows[("slow-redis", "gatehouse-redis-slow")]["round_trips"] <= 1.0
-    assert rows[("slow-redis", "peer-slow")]["script_calls"] == pytest.approx(1.0, abs=0.05)
+    assert checks_once_per_request(rows[("slow-redis", "peer-slow")])
+
+
+def checks_once_per_request(row: dict, connections: int = 32, duration: float = 1.0) -> bool:
+    """One script call per answered request, within 5%, or within the requests in flight
+    when the load generator stopped (up to one a connection: their checks ran, their
+    answers were not counted) where those are more: in a one-second round of a slow
+    server they are 5% and more. Two calls a request fail either way."""
+    answered = row["rps"] * duration
+    return 0.99 <= row["script_calls"] <= 1.0 + max(0.05, (connections + 1) / answered)
 
 
 def test_memory_is_read_around_a_counted_number_of_requests(bench):

@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httptools
+from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -49,6 +50,8 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 from uvicorn.server import ServerState
+
+from .response_head import response_head
 
 # 32 KiB for the request line and all header fields together: nginx's total
 # (large_client_header_buffers 4 x 8k) and Cloudflare's; envoy allows 60 KiB, Node.js
@@ -111,10 +114,48 @@ class HeadLimits:
                 raise ValueError(f"extra_headers: the value of {name!r} has control characters")
 
 
+async def _written() -> None:
+    """What the cycle's send returns for a head it wrote at once: nothing left to do."""
+
+
 class _ServerMadeCycle(RequestResponseCycle):
-    """uvicorn's request cycle; its own 500 (the app failed before responding) is decorated."""
+    """uvicorn's request cycle; its own 500 (the app failed before responding) is decorated,
+    and the response's head is written by ``response_head`` when it can be."""
 
     extra_headers: ClassVar[tuple[tuple[bytes, bytes], ...]] = ()
+
+    # Not a coroutine: uvicorn's own send is returned to be awaited, so a body costs no
+    # second coroutine; a head written here returns an awaitable that is done.
+    def send(self, message: ASGISendEvent) -> Coroutine[Any, Any, None]:
+        if (
+            message["type"] == "http.response.start"
+            and not self.response_started
+            and not (self.flow.write_paused or self.disconnected or self.access_log)
+        ):
+            status = message["status"]
+            status_line = STATUS_LINE.get(status)
+            fields = message.get("headers", ())
+            # A one-shot iterable is left to uvicorn: it must still be there if it is.
+            if status_line is not None and isinstance(fields, list | tuple):
+                may_chunk = self.scope["method"] != "HEAD" and status not in (204, 304)
+                try:
+                    head = response_head(
+                        status_line, [*self.default_headers, *fields], self.keep_alive, may_chunk
+                    )
+                except (TypeError, ValueError):  # uvicorn raises its own error for it
+                    head = None
+                if head is not None:
+                    self.response_started = True
+                    self.waiting_for_100_continue = False
+                    data, content_length = head
+                    if content_length >= 0:
+                        self.expected_content_length = content_length
+                        self.chunked_encoding = False
+                    elif may_chunk:
+                        self.chunked_encoding = True
+                    self.transport.write(data)
+                    return _written()
+        return RequestResponseCycle.send(self, message)
 
     async def send_500_response(self) -> None:
         await self.send(
@@ -151,6 +192,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     A refusal while a response is still being written (pipelined requests) would land
     in the middle of it: the connection is then closed after that response instead.
+
+    The callbacks every request runs call their base class by name, not through
+    ``super()``: on Python 3.11 that builds no super object, once per callback.
     """
 
     limits: ClassVar[HeadLimits] = HeadLimits()
@@ -205,7 +249,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
                 super().data_received(data)
                 return
         self.head_budget = budget - len(data)
-        super().data_received(data)
+        HttpToolsProtocol.data_received(self, data)
         if self.header_timer is None and 0 <= self.head_budget < self.max_header_bytes:
             # Part of a head on a kept-alive connection: its deadline starts now. A head
             # that arrives whole (the usual case) costs no timer.
@@ -226,7 +270,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_header_timer()
         if self.url[:1] != b"/" and b"://" in self.url[:8]:
             self._host_from_target()
-        super().on_headers_complete()
+        HttpToolsProtocol.on_headers_complete(self)
         cycle = self.cycle
         if cycle is not None and cycle.scope is self.scope:  # uvicorn made it just now
             # Its own 500 then carries the extra headers: one store, no wrapper per request.
@@ -254,10 +298,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self.head_budget = self.max_header_bytes  # what follows is the next request's head
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        HttpToolsProtocol.on_response_complete(self)
         cycle = self.cycle
         if (
             cycle.more_body  # answered before its body ended: uvicorn discards the rest
