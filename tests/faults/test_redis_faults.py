@@ -78,19 +78,24 @@ class Run:
         )
 
 
-async def load(url: str, run: Run, stop_at: float) -> None:
+async def load(url: str, run: Run, stop: asyncio.Event, stop_at: float) -> None:
+    """Requests on CONNECTIONS connections until ``stop`` is set, or ``stop_at`` at the latest."""
+
+    def going() -> bool:
+        return not stop.is_set() and time.monotonic() < stop_at
+
     async with httpx.AsyncClient(
         timeout=10, limits=httpx.Limits(max_connections=CONNECTIONS)
     ) as client:
 
         async def loop() -> None:
-            while time.monotonic() < stop_at:
+            while going():
                 started = time.monotonic()
                 response = await client.get(f"{url}/search?q=fault")
                 run.results.append((started, time.monotonic() - started, response.status_code))
 
         async def health() -> None:
-            while time.monotonic() < stop_at:
+            while going():
                 run.health.append((await client.get(f"{url}/healthz")).status_code)
                 await asyncio.sleep(0.1)
 
@@ -106,9 +111,15 @@ def shared_count(redis: RedisServer) -> int:
 
 
 async def scenario(fault: str, url: str, redis: RedisServer, proxy: Proxy | None, run: Run) -> None:
-    """Load for ~1 s, the fault for ~1.5 s, then recovery and load until the end."""
-    stop_at = time.monotonic() + 5.0
-    load_task = asyncio.create_task(load(url, run, stop_at))
+    """Load for ~1 s, the fault for ~1.5 s, then recovery, and load until the service is
+    back on the shared count (3.5 s after Redis returned at most) and 5 s have passed.
+
+    The end follows the recovery, not the clock: on a loaded machine, restarting the
+    delay proxy alone has taken 0.7 s, and a fixed end left too little time to see the
+    count come back."""
+    started = time.monotonic()
+    stop = asyncio.Event()
+    load_task = asyncio.create_task(load(url, run, stop, started + 60))
     await asyncio.sleep(1.0)
     if fault == "stopped":
         await asyncio.to_thread(redis.kill)
@@ -129,11 +140,13 @@ async def scenario(fault: str, url: str, redis: RedisServer, proxy: Proxy | None
         proxy.process = (await asyncio.to_thread(Proxy, proxy.port, proxy.target, 0)).process
     run.recovered_at = time.monotonic()
     baseline = await asyncio.to_thread(shared_count, redis)
-    while time.monotonic() < stop_at:
+    while time.monotonic() < run.recovered_at + 3.5:
         if await asyncio.to_thread(shared_count, redis) > max(baseline, 0):
             run.shared_again_at = time.monotonic()
             break
         await asyncio.sleep(0.02)
+    await asyncio.sleep(max(0.0, started + 5.0 - time.monotonic()))
+    stop.set()
     await load_task
 
 

@@ -112,6 +112,16 @@ def test_a_paused_redis_costs_at_most_the_timeout(api_server, own_redis):
     after = [httpx.get(f"{server.url}/search?q=x", timeout=5).status_code for _ in range(5)]
     after_took = time.monotonic() - started
     assert first.status_code == 200
-    assert first_took < 1.0  # 0.2 s timeout plus the request itself, never the 3 s pause
+    # The 0.2 s timeout and the request itself, never the 3 s pause (a loaded machine
+    # has made this take 1.9 s: the bound tells the two apart, not how fast it was).
+    assert first_took < 2.5
     assert after == [200] * 5
-    assert after_took < 1.0  # in fallback, no request waits on Redis
+    assert after_took < 2.5
+    # In fallback, no request asked Redis again: the one failure is the first request's.
+    # (Asking would cost each its own timeout, and count an error.)
+    errors = [
+        line
+        for line in httpx.get(f"{server.url}/metrics").text.splitlines()
+        if line.startswith("gatehouse_ratelimit_storage_errors_total ")
+    ]
+    assert errors == ["gatehouse_ratelimit_storage_errors_total 1.0"]

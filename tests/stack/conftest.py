@@ -159,6 +159,7 @@ class Reply:
     status: int  # CUT for a reply cut off mid-body
     headers: httpx.Headers
     at: float  # time.monotonic() when the reply arrived (or was cut off)
+    sent: float  # time.monotonic() when its request left (its turn among the concurrent)
 
 
 async def _burst(
@@ -183,13 +184,14 @@ async def _burst(
         async def one() -> Reply:
             nonlocal answered
             async with semaphore:
+                sent = time.monotonic()
                 try:
                     response = await session.get(path, headers={"Host": host, **headers})
-                    reply = Reply(response.status_code, response.headers, time.monotonic())
+                    reply = Reply(response.status_code, response.headers, time.monotonic(), sent)
                 except httpx.RemoteProtocolError:
                     if not allow_cut:
                         raise
-                    reply = Reply(CUT, httpx.Headers(), time.monotonic())
+                    reply = Reply(CUT, httpx.Headers(), time.monotonic(), sent)
                 answered += 1
                 if at_reply is not None and answered == at_reply[0]:
                     at_reply[1]()  # e.g. a SIGKILL: takes milliseconds, the load goes on

@@ -71,7 +71,10 @@ def test_a_killed_replica_is_routed_around_and_the_shared_count_holds(high_limit
         took = max(r.at for r in replies) - started
         retry_window = kill_time + 1.0  # generous: nginx retries a refused connect at once
         after = [r for r in replies if r.at > kill_time]
-        late_5xx = [r for r in replies if r.status >= 500 and r.at > retry_window]
+        # By when the request left, not when its answer came: on a loaded machine the
+        # client's own latency has reached 2 s, and an answer to a request sent in the
+        # window may arrive after it.
+        late_5xx = [r for r in replies if r.status >= 500 and r.sent > retry_window]
         # A reply whose headers nginx had passed on when the replica died cannot be retried:
         # the client sees it cut off. Only requests in flight at the kill can end so.
         cut = [r for r in replies if r.status == CUT]
@@ -89,7 +92,7 @@ def test_a_killed_replica_is_routed_around_and_the_shared_count_holds(high_limit
         assert len(after) >= total - kill_at - concurrency
         assert not late_5xx
         assert len(cut) <= concurrency
-        assert all(kill_time <= r.at <= retry_window for r in cut)
+        assert all(r.sent <= kill_time <= r.at for r in cut)
         assert statuses(replies).keys() <= {CUT, 200, 502, 503, 504}
         # A request the replica counted and then died on is retried and counted again:
         # at most one per connection in flight at the kill.
