@@ -39,10 +39,9 @@ import asyncio
 import re
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httptools
-from uvicorn._types import ASGISendEvent
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
@@ -52,6 +51,9 @@ from uvicorn.protocols.http.httptools_impl import (
 from uvicorn.server import ServerState
 
 from .response_head import response_head
+
+if TYPE_CHECKING:  # uvicorn's private typing module: for the checker only
+    from uvicorn._types import ASGISendEvent
 
 # 32 KiB for the request line and all header fields together: nginx's total
 # (large_client_header_buffers 4 x 8k) and Cloudflare's; envoy allows 60 KiB, Node.js
@@ -136,7 +138,7 @@ class _ServerMadeCycle(RequestResponseCycle):
             status_line = STATUS_LINE.get(status)
             fields = message.get("headers", ())
             # A one-shot iterable is left to uvicorn: it must still be there if it is.
-            if status_line is not None and isinstance(fields, list | tuple):
+            if status_line is not None and isinstance(fields, (list, tuple)):
                 may_chunk = self.scope["method"] != "HEAD" and status not in (204, 304)
                 try:
                     head = response_head(
