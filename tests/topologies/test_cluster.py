@@ -61,10 +61,17 @@ def clients_in_slots(first: int, last: int, wanted: int, prefix: str) -> list[st
 
 def test_three_replicas_admit_exactly_the_limit_per_client(cluster, api_server, report_figure):
     wait_for_fresh_window(60, needed=20)
-    replicas = [
-        api_server(cluster_env(cluster, APP_RATE_LIMIT_SEARCH="10/minute;25/hour"))
-        for _ in range(3)
-    ]
+    # Exactness is what Redis answered. 180 requests at once through three replicas on a
+    # loaded 2-core box once kept a reply past 0.25 s, and the default open mode admitted
+    # that request: an 11th 200, which was the timeout, not the count. Outages have their
+    # own tests below; here a generous timeout, and closed mode so an error shows as 503.
+    env = cluster_env(
+        cluster,
+        APP_RATE_LIMIT_SEARCH="10/minute;25/hour",
+        APP_REDIS_TIMEOUT="3",
+        APP_RATE_LIMIT_FAILURE_MODE="closed",
+    )
+    replicas = [api_server(env) for _ in range(3)]
     clients = [f"client-{n}" for n in range(6)]
     statuses = asyncio.run(burst([r.url for r in replicas], clients, 30))
     assert statuses == {name: Counter({200: 10, 429: 20}) for name in clients}
