@@ -122,13 +122,24 @@ async def _written() -> None:
 
 class _ServerMadeCycle(RequestResponseCycle):
     """uvicorn's request cycle; its own 500 (the app failed before responding) is decorated,
-    and the response's head is written by ``response_head`` when it can be."""
+    and the response's head is written by ``response_head`` when it can be.
+
+    A head with a Content-Length is held until the body's message and written with it:
+    an answer in one body message (what Starlette's responses send) leaves in one
+    transport write, one system call and one TCP segment, not two. Any other message
+    after the head writes the head first and goes to uvicorn's own code.
+    """
 
     extra_headers: ClassVar[tuple[tuple[bytes, bytes], ...]] = ()
+    held_head: bytes | None = None
 
     # Not a coroutine: uvicorn's own send is returned to be awaited, so a body costs no
-    # second coroutine; a head written here returns an awaitable that is done.
+    # second coroutine; a message written here returns an awaitable that is done.
     def send(self, message: ASGISendEvent) -> Coroutine[Any, Any, None]:
+        held = self.held_head
+        if held is not None:
+            self.held_head = None
+            return self._send_after_held_head(held, message)
         if (
             message["type"] == "http.response.start"
             and not self.response_started
@@ -155,8 +166,35 @@ class _ServerMadeCycle(RequestResponseCycle):
                         self.chunked_encoding = False
                     elif may_chunk:
                         self.chunked_encoding = True
-                    self.transport.write(data)
+                    if content_length > 0 and may_chunk:  # a body follows: written with it
+                        self.held_head = data
+                    else:
+                        self.transport.write(data)
                     return _written()
+        return RequestResponseCycle.send(self, message)
+
+    def _send_after_held_head(
+        self, head: bytes, message: ASGISendEvent
+    ) -> Coroutine[Any, Any, None]:
+        if (
+            message["type"] == "http.response.body"
+            and not message.get("more_body", False)
+            and not (self.flow.write_paused or self.disconnected)
+        ):
+            body = message.get("body", b"")
+            if type(body) is bytes and len(body) == self.expected_content_length:
+                # The whole body in one message, as long as the head said: what uvicorn
+                # does for it, in one write.
+                self.transport.write(head + body)
+                self.expected_content_length = 0
+                self.response_complete = True
+                self.message_event.set()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+                return _written()
+        if not self.disconnected:  # uvicorn writes nothing more to a client that left
+            self.transport.write(head)
         return RequestResponseCycle.send(self, message)
 
     async def send_500_response(self) -> None:
