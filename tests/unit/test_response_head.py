@@ -320,3 +320,50 @@ def test_a_head_without_a_body_to_hold_for_is_written_at_once() -> None:
         start = {"type": "http.response.start", "status": status, "headers": fields}
         asyncio.run(cycle.send(start))
         assert len(cycle.transport.written) == 1, status
+
+
+# Field names are checked once per process, and only so many are kept.
+
+
+def test_the_checked_names_stay_bounded_and_every_head_still_comes_out_the_same() -> None:
+    from gatehouse import response_head as module
+
+    for number in range(module.CHECKED_NAMES_MAX + 50):
+        assert_same(200, [(b"X-Invented-%d" % number, b"1"), (b"content-length", b"42")])
+    assert len(module._checked_names) <= module.CHECKED_NAMES_MAX
+    # A name refused once is refused again: it was never kept as checked.
+    for _ in range(2):
+        assert response_head(b"HTTP/1.1 200 OK\r\n", [(b"x a", b"1")], True, True) is None
+    assert b"x a" not in module._checked_names
+
+
+@pytest.mark.parametrize(
+    "value", [b"ok\r\n", b"\n", b"a\x00", b"\x7f", b"\x1f", b"tab\tok", b"", b"\x80\xff"]
+)
+def test_a_value_is_judged_wherever_it_stands_in_the_head(value: bytes) -> None:
+    for position in range(3):
+        fields = [(b"x-a", b"1"), (b"x-b", b"2")]
+        fields.insert(position, (b"x-v", value))
+        for keep_alive in (True, False):
+            assert_same(200, fields, keep_alive=keep_alive)
+            assert_same(200, [*fields, (b"content-length", b"42")], keep_alive=keep_alive)
+
+
+@pytest.mark.parametrize(
+    ("fields", "keep_alive", "may_chunk"),
+    [
+        ([(b"content-type", b"text/plain")], True, True),  # chunked
+        ([(b"content-type", b"text/plain")], False, True),  # chunked, closing
+        ([(b"content-type", b"text/plain")], True, False),  # HEAD, 204, 304
+        ([(b"Content-Length", b"42"), (b"x-a", b"tab\there")], False, True),
+        ([(b"x-a", b"\x80\xff 8-bit"), (b"content-length", b"0")], True, True),
+        ([], True, True),
+        (GATEHOUSE_ANSWER, False, True),
+    ],
+)
+def test_heads_without_a_refused_byte_are_written_here(
+    fields: list[tuple[bytes, bytes]], keep_alive: bool, may_chunk: bool
+) -> None:
+    # Falling back to uvicorn would write the same bytes: this is what says it did not.
+    status_line = b"HTTP/1.1 200 OK\r\n"
+    assert response_head(status_line, [*DEFAULT_HEADERS, *fields], keep_alive, may_chunk)
