@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE
+from uvicorn.protocols.http.httptools_impl import HEADER_RE, HEADER_VALUE_RE, STATUS_LINE
 
 # The bytes each of uvicorn's expressions matches, read from the expressions themselves.
 NAME_REFUSED: Final = bytes(byte for byte in range(256) if HEADER_RE.fullmatch(bytes([byte])))
@@ -45,7 +45,9 @@ if not set(VALUE_REFUSED) <= set(NAME_REFUSED):
 _checked_names: Final[dict[bytes, bytes]] = {}
 CHECKED_NAMES_MAX: Final = 256
 # uvicorn's status lines, each with its count of bytes a value may not hold (its CR LF).
-_refused_in_status_line: Final[dict[bytes, int]] = {}
+REFUSED_IN_STATUS_LINE: Final = {
+    line: line.translate(TO_NUL).count(0) for line in STATUS_LINE.values()
+}
 CONTENT_LENGTH: Final = b"content-length"
 
 
@@ -85,11 +87,9 @@ def response_head(
     head = b"".join(content)
     # The values, all checked at once: with the names checked, the head holds refused
     # bytes where its lines end (CR LF) and in the status line, or a value holds one.
-    in_status_line = _refused_in_status_line.get(status_line)
-    if in_status_line is None:
+    in_status_line = REFUSED_IN_STATUS_LINE.get(status_line)
+    if in_status_line is None:  # not one of uvicorn's
         in_status_line = status_line.translate(TO_NUL).count(0)
-        if len(_refused_in_status_line) < CHECKED_NAMES_MAX:
-            _refused_in_status_line[status_line] = in_status_line
     if head.translate(TO_NUL).count(0) != in_status_line + 2 * lines:
         return None  # uvicorn raises, naming the first bad value
     return head, content_length
